@@ -1,0 +1,109 @@
+// Command sigil is the command-line client of a Sigil server.
+//
+//	sigil [--addr URL] COMMAND [flags] [args]
+//
+// Commands: create-key, get-key, list-keys, rotate-key, list-versions,
+// encrypt, decrypt. Metadata is printed as JSON; encrypt and decrypt read
+// and write files, or stdin and stdout when a path is "-" or not given.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/sigil-kms/sigil/gen/sigil/v1/sigilv1connect"
+)
+
+const usage = `usage: sigil [--addr URL] COMMAND [flags] [args]
+
+Commands:
+  create-key [--algorithm AES_256_GCM] [--label k=v]... NAME
+  get-key NAME
+  list-keys [--page-size N]
+  rotate-key NAME
+  list-versions NAME
+  encrypt [--in FILE] [--out FILE] [--aad TEXT] [--base64] NAME
+  decrypt [--in FILE] [--out FILE] [--aad TEXT] [--base64] NAME
+
+The server address defaults to $SIGIL_ADDR or http://127.0.0.1:8380.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	env := cli{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	os.Exit(env.run(ctx, os.Args[1:]))
+}
+
+// cli holds the command's I/O so that tests can drive it.
+type cli struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	client         sigilv1connect.KeyManagementServiceClient
+}
+
+type command func(ctx context.Context, c *cli, args []string) error
+
+var commands = map[string]command{
+	"create-key":    createKey,
+	"get-key":       getKey,
+	"list-keys":     listKeys,
+	"rotate-key":    rotateKey,
+	"list-versions": listVersions,
+	"encrypt":       encrypt,
+	"decrypt":       decrypt,
+}
+
+// run executes one command and returns the process exit code.
+func (c *cli) run(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("sigil", flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	fs.Usage = func() { fmt.Fprint(c.stderr, usage) }
+	addr := c.getenv("SIGIL_ADDR")
+	if addr == "" {
+		addr = "http://127.0.0.1:8380"
+	}
+	fs.StringVar(&addr, "addr", addr, "server URL")
+	timeout := fs.Duration("timeout", 30*time.Second, "deadline for the call")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	cmd, ok := commands[fs.Arg(0)]
+	if !ok {
+		fmt.Fprintf(c.stderr, "sigil: unknown command %q\n\n%s", fs.Arg(0), usage)
+		return 2
+	}
+	if c.client == nil {
+		c.client = sigilv1connect.NewKeyManagementServiceClient(http.DefaultClient, strings.TrimRight(addr, "/"))
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if err := cmd(ctx, c, fs.Args()[1:]); err != nil {
+		var cerr *connect.Error
+		if errors.As(err, &cerr) {
+			fmt.Fprintf(c.stderr, "sigil: %s: %s\n", cerr.Code(), cerr.Message())
+			return 1
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		fmt.Fprintf(c.stderr, "sigil: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,117 @@
+// Command sigild is the Sigil key management server. It serves the
+// KeyManagementService over Connect, gRPC and gRPC-Web on one port, with
+// keys in a PKCS#11 HSM and metadata in Postgres.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sigil-kms/sigil/hsm/pkcs11"
+	"github.com/sigil-kms/sigil/keystore/postgres"
+	"github.com/sigil-kms/sigil/kms"
+	"github.com/sigil-kms/sigil/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sigild:", err)
+		os.Exit(1)
+	}
+}
+
+// run starts sigild and serves until ctx ends, then shuts down gracefully.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	store, err := postgres.Open(startCtx, cfg.databaseURL)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer store.Close()
+	pin, err := readPIN(cfg.hsmPINFile)
+	if err != nil {
+		return err
+	}
+	backend, err := pkcs11.Open(startCtx, pkcs11.Config{
+		Module:      cfg.hsmModule,
+		TokenLabel:  cfg.hsmTokenLabel,
+		PIN:         pin,
+		MaxSessions: cfg.hsmSessions,
+	})
+	if err != nil {
+		return fmt.Errorf("open HSM: %w", err)
+	}
+	defer backend.Close()
+
+	handler := server.New(kms.New(backend, store), server.Options{Logger: log})
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		Protocols:         new(http.Protocols),
+	}
+	srv.Protocols.SetHTTP1(true)
+	scheme := "http"
+	if cfg.tlsCert != "" {
+		srv.Protocols.SetHTTP2(true)
+		scheme = "https"
+	} else {
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	serveErr := make(chan error, 1)
+	go func() {
+		if cfg.tlsCert != "" {
+			serveErr <- srv.ServeTLS(ln, cfg.tlsCert, cfg.tlsKey)
+		} else {
+			serveErr <- srv.Serve(ln)
+		}
+	}()
+	mode := ""
+	if cfg.dev {
+		mode = " (dev mode: no authentication)"
+	}
+	log.Info("sigild listening", "url", scheme+"://"+ln.Addr().String(), "dev", cfg.dev)
+	fmt.Fprintf(stderr, "sigild: listening on %s://%s%s\n", scheme, ln.Addr(), mode)
+
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("sigild shutting down")
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancelShutdown()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

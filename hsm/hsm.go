@@ -1,0 +1,114 @@
+// Package hsm defines Backend, the narrow interface through which Sigil uses
+// a hardware security module. Keys are generated inside the module and are
+// addressed by an opaque identifier (the PKCS#11 CKA_ID); no method accepts or
+// returns key material.
+//
+// Implementations must be safe to call from multiple goroutines, except Close,
+// which must not run concurrently with any other method.
+package hsm
+
+import (
+	"context"
+	"errors"
+)
+
+// Errors returned by a Backend. Implementations wrap them with %w so that
+// callers can test for them with errors.Is; the wrapped text may hold module
+// details and is meant for logs, never for API callers.
+var (
+	// ErrNotFound means no key object with the given identifier exists.
+	ErrNotFound = errors.New("hsm: key not found")
+	// ErrExists means a key object with the given identifier already exists.
+	ErrExists = errors.New("hsm: key already exists")
+	// ErrDecrypt means the ciphertext, nonce or associated data did not
+	// authenticate under the key.
+	ErrDecrypt = errors.New("hsm: decryption failed")
+	// ErrUnavailable means the module, token or session could not serve the
+	// call. The call may succeed if retried later.
+	ErrUnavailable = errors.New("hsm: unavailable")
+	// ErrInvalid means the request was malformed (bad nonce length, unknown
+	// key type, empty identifier). It is a programming error in the caller.
+	ErrInvalid = errors.New("hsm: invalid request")
+)
+
+// KeyType is the kind of key object a Backend generates.
+type KeyType int
+
+// Key types. Each key has exactly one purpose: an AES key only encrypts and
+// decrypts.
+const (
+	// AES256 is a 256-bit AES secret key used with AES-GCM.
+	AES256 KeyType = iota + 1
+)
+
+// String returns the key type's name.
+func (t KeyType) String() string {
+	switch t {
+	case AES256:
+		return "AES256"
+	default:
+		return "unknown"
+	}
+}
+
+// IDSize is the length of a key identifier in bytes.
+const IDSize = 16
+
+// NonceSize is the length of an AES-GCM nonce in bytes (96 bits).
+const NonceSize = 12
+
+// TagSize is the length of an AES-GCM authentication tag in bytes.
+const TagSize = 16
+
+// KeySpec describes a key to generate.
+type KeySpec struct {
+	// ID is the identifier of the new key (CKA_ID), IDSize random bytes
+	// chosen by the caller and recorded in the key's metadata first.
+	ID []byte
+	// Label is a human-readable label (CKA_LABEL) for operators. It never
+	// contains caller-controlled text.
+	Label string
+	// Type is the kind of key.
+	Type KeyType
+}
+
+// Backend is a hardware security module that holds Sigil's keys.
+//
+// All methods honour ctx while waiting for a session and then return an
+// error wrapping ctx.Err(); a call already running inside the module cannot
+// be interrupted. Every method returns ErrInvalid for an identifier that is
+// not IDSize bytes long.
+type Backend interface {
+	// GenerateKey creates a persistent, sensitive, non-extractable key of the
+	// given type inside the module. It returns ErrExists if an object with
+	// spec.ID already exists, ErrInvalid for a bad spec and ErrUnavailable if
+	// the module cannot be reached.
+	GenerateKey(ctx context.Context, spec KeySpec) error
+
+	// Seal encrypts plaintext with AES-256-GCM under the key id using the
+	// given NonceSize-byte nonce and additional data, and returns the
+	// ciphertext followed by the TagSize-byte tag. It returns ErrNotFound if
+	// no such key exists, ErrInvalid for a bad nonce and ErrUnavailable if the
+	// module cannot be reached.
+	Seal(ctx context.Context, id, nonce, plaintext, aad []byte) ([]byte, error)
+
+	// Open authenticates and decrypts ciphertext (with its trailing tag). It
+	// returns ErrDecrypt if authentication fails, ErrNotFound if no such key
+	// exists, ErrInvalid for a bad nonce and ErrUnavailable if the module
+	// cannot be reached.
+	Open(ctx context.Context, id, nonce, ciphertext, aad []byte) ([]byte, error)
+
+	// Destroy deletes the key object. It returns ErrNotFound if no such key
+	// exists.
+	Destroy(ctx context.Context, id []byte) error
+
+	// Exists reports whether a key object with the identifier exists.
+	Exists(ctx context.Context, id []byte) (bool, error)
+
+	// Ping checks that the module answers and the session is logged in. It
+	// returns ErrUnavailable otherwise.
+	Ping(ctx context.Context) error
+
+	// Close releases all sessions and the module.
+	Close() error
+}

@@ -1,0 +1,138 @@
+// Package keystore defines Store, where Sigil keeps key metadata: names,
+// algorithms, versions and their states. Key material never passes through a
+// Store; a version records only the identifier of its HSM object.
+//
+// Implementations must be safe to call from multiple goroutines, except Close.
+package keystore
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors returned by a Store. Implementations wrap them with %w; the wrapped
+// text may hold database details and is meant for logs, never for API callers.
+var (
+	// ErrNotFound means no key or version matches.
+	ErrNotFound = errors.New("keystore: not found")
+	// ErrExists means a key with that name already exists.
+	ErrExists = errors.New("keystore: already exists")
+	// ErrConflict means the row is not in the state the call requires, for
+	// example committing a version that is not pending.
+	ErrConflict = errors.New("keystore: conflict")
+	// ErrUnavailable means the database could not be reached; the call may
+	// succeed if retried.
+	ErrUnavailable = errors.New("keystore: unavailable")
+)
+
+// Purpose is what a key may be used for.
+type Purpose string
+
+// Purposes.
+const (
+	PurposeEncryptDecrypt Purpose = "ENCRYPT_DECRYPT"
+	PurposeSignVerify     Purpose = "SIGN_VERIFY"
+)
+
+// Algorithm is a key's algorithm. Every version of a key has its algorithm.
+type Algorithm string
+
+// Algorithms.
+const (
+	AES256GCM Algorithm = "AES_256_GCM"
+)
+
+// State is the state of a key version.
+type State string
+
+// Version states.
+const (
+	// StatePending marks a version whose HSM object may not exist yet. It
+	// is never used for cryptography and never shown to API callers.
+	StatePending State = "PENDING"
+	// StateEnabled marks a version that can be used.
+	StateEnabled State = "ENABLED"
+	// StateDisabled marks a version that is kept but cannot be used.
+	StateDisabled State = "DISABLED"
+	// StateDestroyScheduled marks a version waiting for destruction.
+	StateDestroyScheduled State = "DESTROY_SCHEDULED"
+	// StateDestroyed marks a version whose HSM object has been deleted.
+	StateDestroyed State = "DESTROYED"
+)
+
+// Key is a named key and its metadata.
+type Key struct {
+	// ID is the key's stable 16-byte identifier (a UUID).
+	ID [16]byte
+	// Name is unique among keys.
+	Name      string
+	Purpose   Purpose
+	Algorithm Algorithm
+	// PrimaryVersion is the version that encrypts new data, 0 while the
+	// first version is still pending.
+	PrimaryVersion uint32
+	// Labels are free-form; a key without labels has nil Labels.
+	Labels     map[string]string
+	CreateTime time.Time
+}
+
+// Version is one version of a key.
+type Version struct {
+	KeyID   [16]byte
+	Version uint32
+	State   State
+	// HSMID is the CKA_ID of the version's HSM object.
+	HSMID      []byte
+	CreateTime time.Time
+}
+
+// Store persists key metadata.
+type Store interface {
+	// CreateKey inserts k together with its version 1 in state
+	// StatePending with the given HSM identifier. k.PrimaryVersion is
+	// ignored and stored as 0. If k.ID is zero, CreateKey assigns a random
+	// UUID; the returned Key carries the ID. It returns ErrExists if the
+	// name is taken.
+	CreateKey(ctx context.Context, k Key, hsmID []byte) (Key, Version, error)
+
+	// GetKey returns the key with the given name, or ErrNotFound.
+	GetKey(ctx context.Context, name string) (Key, error)
+
+	// ListKeys returns up to limit keys whose names sort after the name
+	// after, ordered by name, bytewise. A limit of zero or less returns no
+	// keys.
+	ListKeys(ctx context.Context, after string, limit int) ([]Key, error)
+
+	// AddVersion reserves the key's next version number and inserts it in
+	// state StatePending with the given HSM identifier. Version numbers are
+	// never reused, even when a pending version is later aborted. It returns
+	// ErrNotFound if the key does not exist.
+	AddVersion(ctx context.Context, keyID [16]byte, hsmID []byte) (Version, error)
+
+	// CommitVersion moves a pending version to StateEnabled and, if primary
+	// is true, makes it the key's primary unless a higher version already is.
+	// It returns ErrNotFound if the version does not exist and ErrConflict if
+	// it is not pending.
+	CommitVersion(ctx context.Context, keyID [16]byte, version uint32, primary bool) (Key, Version, error)
+
+	// AbortVersion deletes a pending version whose HSM object was never made.
+	// If the key then has no versions left, the key is deleted too (a
+	// creation that failed). It returns ErrNotFound if the version does not
+	// exist and ErrConflict if it is not pending.
+	AbortVersion(ctx context.Context, keyID [16]byte, version uint32) error
+
+	// GetVersion returns one version of a key, or ErrNotFound.
+	GetVersion(ctx context.Context, keyID [16]byte, version uint32) (Version, error)
+
+	// ListVersions returns up to limit versions of a key numbered above
+	// after, in ascending order, including pending ones. It returns
+	// ErrNotFound if the key does not exist.
+	ListVersions(ctx context.Context, keyID [16]byte, after uint32, limit int) ([]Version, error)
+
+	// Ping checks that the database answers, or returns ErrUnavailable.
+	Ping(ctx context.Context) error
+
+	// Close releases the store's connections.
+	Close()
+}
