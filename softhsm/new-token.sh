@@ -19,7 +19,7 @@ slots.removable = false
 CONF
 fi
 export SOFTHSM2_CONF=$conf
-if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:[[:space:]]*$label\$"; then
+if ! softhsm2-util --show-slots 2>/dev/null | grep -Eq "Label:[[:space:]]*$label[[:space:]]*\$"; then
 	pin=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 	so_pin=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 	printf '%s\n' "$pin" >"$dir/pin"

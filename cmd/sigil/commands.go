@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,11 +32,17 @@ func parse(fs *flag.FlagSet, c *cli, args []string, want int, names string) ([]s
 }
 
 func printJSON(c *cli, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)
+	b, err := protojson.Marshal(m)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintln(c.stdout, string(b))
+	// protojson varies its spacing on purpose; indent it one stable way.
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = c.stdout.Write(out.Bytes())
 	return err
 }
 

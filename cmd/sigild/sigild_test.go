@@ -48,7 +48,7 @@ func (p *process) wait() error {
 	return p.err
 }
 
-var listening = regexp.MustCompile(`sigild: listening on (http://\S+)`)
+var listening = regexp.MustCompile(`sigild: listening on (https?://\S+)`)
 
 // startSigild starts sigild on a free loopback port with the token and
 // database, and waits until it says where it listens.

@@ -68,6 +68,7 @@ start_local_pg() {
 		run=(runuser -u postgres --)
 		mkdir -p "$dir"
 		chown postgres "$dir"
+		chmod o+x "$(dirname "$dir")" # the server runs as postgres
 	fi
 	if [ ! -f "$dir/PG_VERSION" ]; then
 		say "initialising a local Postgres in $dir"

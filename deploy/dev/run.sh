@@ -26,7 +26,10 @@ if [ -n "${SIGIL_DATABASE_URL:-}" ]; then
 else
 	if ! pg_answers "$admin_url"; then
 		start_local_pg "$dev/postgres" 5432
+	fi
+	if [ -f "$dev/postgres/postmaster.pid" ]; then
 		started_pg=1
+		PG_CTL_STOP=${PG_CTL_STOP:-pg_ctl -D $dev/postgres stop (as the postgres user)}
 	fi
 	if [ "$(psql "$admin_url" -tAc "select 1 from pg_database where datname = 'sigil'")" != 1 ]; then
 		psql "$admin_url" -qc 'create database sigil' >/dev/null
