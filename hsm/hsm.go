@@ -9,6 +9,7 @@ package hsm
 
 import (
 	"context"
+	"crypto"
 	"errors"
 )
 
@@ -35,21 +36,59 @@ var (
 type KeyType int
 
 // Key types. Each key has exactly one purpose: an AES key only encrypts and
-// decrypts.
+// decrypts; the private key of a key pair only signs.
 const (
 	// AES256 is a 256-bit AES secret key used with AES-GCM.
 	AES256 KeyType = iota + 1
+	// ECP256 is an ECDSA key pair on NIST P-256.
+	ECP256
+	// ECP384 is an ECDSA key pair on NIST P-384.
+	ECP384
+	// RSA2048 is an RSA key pair with a 2048-bit modulus and exponent 65537.
+	RSA2048
+	// RSA3072 is an RSA key pair with a 3072-bit modulus and exponent 65537.
+	RSA3072
+	// RSA4096 is an RSA key pair with a 4096-bit modulus and exponent 65537.
+	RSA4096
+	// Ed25519 is an Ed25519 key pair (PKCS#11 CKK_EC_EDWARDS).
+	Ed25519
 )
+
+var keyTypeNames = map[KeyType]string{
+	AES256: "AES256", ECP256: "ECP256", ECP384: "ECP384",
+	RSA2048: "RSA2048", RSA3072: "RSA3072", RSA4096: "RSA4096", Ed25519: "Ed25519",
+}
 
 // String returns the key type's name.
 func (t KeyType) String() string {
-	switch t {
-	case AES256:
-		return "AES256"
-	default:
-		return "unknown"
+	if n, ok := keyTypeNames[t]; ok {
+		return n
 	}
+	return "unknown"
 }
+
+// Asymmetric reports whether the key type is a signing key pair.
+func (t KeyType) Asymmetric() bool {
+	return t >= ECP256 && t <= Ed25519
+}
+
+// Mechanism is a signature scheme for Sign.
+type Mechanism int
+
+// Signature mechanisms.
+const (
+	// ECDSA signs a digest (CKM_ECDSA). The signature is the raw
+	// concatenation r||s, each padded to the curve's byte size.
+	ECDSA Mechanism = iota + 1
+	// RSAPSSSHA256 signs a SHA-256 digest with RSASSA-PSS, MGF1 with
+	// SHA-256 and a 32-byte salt (CKM_RSA_PKCS_PSS).
+	RSAPSSSHA256
+	// RSAPKCS1SHA256 signs a SHA-256 digest with RSASSA-PKCS1-v1_5
+	// (CKM_RSA_PKCS over the DigestInfo).
+	RSAPKCS1SHA256
+	// EdDSA signs a whole message with pure Ed25519 (CKM_EDDSA).
+	EdDSA
+)
 
 // IDSize is the length of a key identifier in bytes.
 const IDSize = 16
@@ -80,10 +119,20 @@ type KeySpec struct {
 // not IDSize bytes long.
 type Backend interface {
 	// GenerateKey creates a persistent, sensitive, non-extractable key of the
-	// given type inside the module. It returns ErrExists if an object with
-	// spec.ID already exists, ErrInvalid for a bad spec and ErrUnavailable if
+	// given type inside the module. For a key pair only the private key is
+	// kept in the token, and its public key is returned (an
+	// *ecdsa.PublicKey, *rsa.PublicKey or ed25519.PublicKey); for AES256 the
+	// public key is nil. It returns ErrExists if an object with spec.ID
+	// already exists, ErrInvalid for a bad spec and ErrUnavailable if the
+	// module cannot be reached.
+	GenerateKey(ctx context.Context, spec KeySpec) (crypto.PublicKey, error)
+
+	// Sign signs input with the private key id using mechanism m. For
+	// EdDSA input is the message; for the others it is the digest, whose
+	// length the caller has checked. It returns ErrNotFound if no such key
+	// exists, ErrInvalid if the key cannot sign with m and ErrUnavailable if
 	// the module cannot be reached.
-	GenerateKey(ctx context.Context, spec KeySpec) error
+	Sign(ctx context.Context, id, input []byte, m Mechanism) ([]byte, error)
 
 	// Seal encrypts plaintext with AES-256-GCM under the key id using the
 	// given NonceSize-byte nonce and additional data, and returns the

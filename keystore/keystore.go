@@ -40,7 +40,16 @@ type Algorithm string
 
 // Algorithms.
 const (
-	AES256GCM Algorithm = "AES_256_GCM"
+	AES256GCM          Algorithm = "AES_256_GCM"
+	ECP256SHA256       Algorithm = "EC_P256_SHA256"
+	ECP384SHA384       Algorithm = "EC_P384_SHA384"
+	RSAPSS2048SHA256   Algorithm = "RSA_PSS_2048_SHA256"
+	RSAPSS3072SHA256   Algorithm = "RSA_PSS_3072_SHA256"
+	RSAPSS4096SHA256   Algorithm = "RSA_PSS_4096_SHA256"
+	RSAPKCS12048SHA256 Algorithm = "RSA_PKCS1_2048_SHA256"
+	RSAPKCS13072SHA256 Algorithm = "RSA_PKCS1_3072_SHA256"
+	RSAPKCS14096SHA256 Algorithm = "RSA_PKCS1_4096_SHA256"
+	Ed25519            Algorithm = "ED25519"
 )
 
 // State is the state of a key version.
@@ -83,7 +92,23 @@ type Version struct {
 	Version uint32
 	State   State
 	// HSMID is the CKA_ID of the version's HSM object.
-	HSMID      []byte
+	HSMID []byte
+	// PublicKey is the DER SubjectPublicKeyInfo of a signing version's
+	// public key, copied from the HSM when the version was made; nil for
+	// symmetric keys and for pending versions.
+	PublicKey  []byte
+	CreateTime time.Time
+}
+
+// PublicKey is the public key of one enabled version of a signing key, as
+// published in JWKS.
+type PublicKey struct {
+	KeyID     [16]byte
+	KeyName   string
+	Algorithm Algorithm
+	Version   uint32
+	// DER is the SubjectPublicKeyInfo.
+	DER        []byte
 	CreateTime time.Time
 }
 
@@ -110,11 +135,12 @@ type Store interface {
 	// ErrNotFound if the key does not exist.
 	AddVersion(ctx context.Context, keyID [16]byte, hsmID []byte) (Version, error)
 
-	// CommitVersion moves a pending version to StateEnabled and, if primary
-	// is true, makes it the key's primary unless a higher version already is.
-	// It returns ErrNotFound if the version does not exist and ErrConflict if
-	// it is not pending.
-	CommitVersion(ctx context.Context, keyID [16]byte, version uint32, primary bool) (Key, Version, error)
+	// CommitVersion moves a pending version to StateEnabled, records its
+	// public key (nil for symmetric keys; an empty one is stored as nil) and,
+	// if primary is true, makes it the key's primary unless a higher version
+	// already is. It returns ErrNotFound if the version does not exist and
+	// ErrConflict if it is not pending.
+	CommitVersion(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, primary bool) (Key, Version, error)
 
 	// AbortVersion deletes a pending version whose HSM object was never made.
 	// If the key then has no versions left, the key is deleted too (a
@@ -129,6 +155,12 @@ type Store interface {
 	// after, in ascending order, including pending ones. It returns
 	// ErrNotFound if the key does not exist.
 	ListVersions(ctx context.Context, keyID [16]byte, after uint32, limit int) ([]Version, error)
+
+	// ListPublicKeys returns the public keys of every enabled version of the
+	// signing key named keyName, or of every signing key if keyName is "",
+	// ordered by key name and version. An unknown keyName gives an empty
+	// list.
+	ListPublicKeys(ctx context.Context, keyName string) ([]PublicKey, error)
 
 	// Ping checks that the database answers, or returns ErrUnavailable.
 	Ping(ctx context.Context) error

@@ -3,6 +3,7 @@ package kms
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/hex"
@@ -35,7 +36,9 @@ func newFixedHSM(t *testing.T, key []byte) *fixedHSM {
 	return &fixedHSM{aead: aead}
 }
 
-func (f *fixedHSM) GenerateKey(context.Context, hsm.KeySpec) error { return nil }
+func (f *fixedHSM) GenerateKey(context.Context, hsm.KeySpec) (crypto.PublicKey, error) {
+	return nil, nil
+}
 
 func (f *fixedHSM) Seal(_ context.Context, _, nonce, pt, aad []byte) ([]byte, error) {
 	return f.aead.Seal(nil, nonce, pt, aad), nil

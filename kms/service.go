@@ -9,9 +9,12 @@ package kms
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -24,6 +27,8 @@ type Service struct {
 	hsm   hsm.Backend
 	store keystore.Store
 	rand  io.Reader
+	// pubs caches parsed public keys by versionRef. Entries never change.
+	pubs sync.Map
 }
 
 // Option configures a Service.
@@ -49,14 +54,6 @@ type CreateKeyRequest struct {
 	Name      string
 	Algorithm keystore.Algorithm
 	Labels    map[string]string
-}
-
-// algorithms maps each supported algorithm to its purpose and HSM key type.
-var algorithms = map[keystore.Algorithm]struct {
-	purpose keystore.Purpose
-	keyType hsm.KeyType
-}{
-	keystore.AES256GCM: {keystore.PurposeEncryptDecrypt, hsm.AES256},
 }
 
 // CreateKey creates a key and its first version, which becomes primary.
@@ -96,18 +93,39 @@ func (s *Service) CreateKey(ctx context.Context, req CreateKeyRequest) (keystore
 // removed again, so no row ever points at a missing object.
 func (s *Service) makeVersion(ctx context.Context, k keystore.Key, v keystore.Version) (keystore.Key, keystore.Version, error) {
 	spec := hsm.KeySpec{ID: v.HSMID, Label: hsmLabel(k.ID, v.Version), Type: algorithms[k.Algorithm].keyType}
-	if err := s.hsm.GenerateKey(ctx, spec); err != nil {
-		if aerr := s.store.AbortVersion(context.WithoutCancel(ctx), k.ID, v.Version); aerr != nil {
+	pub, err := s.hsm.GenerateKey(ctx, spec)
+	var der []byte
+	if err == nil && pub != nil {
+		der, err = x509.MarshalPKIXPublicKey(pub)
+	}
+	if err != nil {
+		// The object may exist (a public key that did not encode): remove
+		// it before the row, so no row points at a missing object and no
+		// object is left unaccounted for.
+		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+		defer cancel()
+		if pub != nil {
+			err = errors.Join(err, s.hsm.Destroy(cleanupCtx, v.HSMID))
+		}
+		if aerr := s.store.AbortVersion(cleanupCtx, k.ID, v.Version); aerr != nil {
 			err = errors.Join(err, aerr)
 		}
 		return keystore.Key{}, keystore.Version{}, internal("generate key", err)
 	}
-	k, v, err := s.store.CommitVersion(ctx, k.ID, v.Version, true)
+	// The HSM object exists now: record it even if the caller has gone
+	// away, so that the key is never left half-made.
+	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	k, v, err = s.store.CommitVersion(commitCtx, k.ID, v.Version, der, true)
 	if err != nil {
 		return keystore.Key{}, keystore.Version{}, internal("commit version", err)
 	}
 	return k, v, nil
 }
+
+// commitTimeout bounds the cleanup and commit steps of making a version,
+// which run even after the caller's deadline.
+const commitTimeout = 10 * time.Second
 
 // hsmLabel is the CKA_LABEL of a version's HSM object. It holds no
 // caller-controlled text.

@@ -3,6 +3,7 @@ package kms
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"strings"
@@ -329,5 +330,50 @@ func TestUnavailable(t *testing.T) {
 	f.store.Recover()
 	if err := f.svc.Ready(ctx); err != nil {
 		t.Fatalf("Ready = %v", err)
+	}
+}
+
+// cancelAfterGenerate cancels the caller's context as soon as the HSM has
+// made a key, like a client whose deadline ends mid-request.
+type cancelAfterGenerate struct {
+	hsm.Backend
+	cancel context.CancelFunc
+}
+
+func (c cancelAfterGenerate) GenerateKey(ctx context.Context, spec hsm.KeySpec) (crypto.PublicKey, error) {
+	pub, err := c.Backend.GenerateKey(ctx, spec)
+	c.cancel()
+	return pub, err
+}
+
+func TestCreateKeySurvivesCallerCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := keystoretest.NewMemory()
+	svc := New(cancelAfterGenerate{hsmtest.NewMemory(), cancel}, store)
+	if _, err := svc.CreateKey(ctx, CreateKeyRequest{Name: "k", Algorithm: keystore.AES256GCM}); err != nil {
+		t.Fatalf("CreateKey = %v", err)
+	}
+	k, err := svc.GetKey(context.Background(), "k")
+	if err != nil || k.PrimaryVersion != 1 {
+		t.Fatalf("after a cancelled CreateKey: %+v, %v; want primary 1", k, err)
+	}
+}
+
+func TestNoncesDiffer(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.createKey(t, "k")
+	seen := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		ct, _, err := f.svc.Encrypt(ctx, "k", []byte("same"), []byte("same"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nonce := string(ct[21:33])
+		if seen[nonce] {
+			t.Fatalf("nonce repeated after %d encryptions", i)
+		}
+		seen[nonce] = true
 	}
 }

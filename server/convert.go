@@ -9,7 +9,16 @@ import (
 )
 
 var algorithmToProto = map[keystore.Algorithm]sigilv1.Algorithm{
-	keystore.AES256GCM: sigilv1.Algorithm_ALGORITHM_AES_256_GCM,
+	keystore.AES256GCM:          sigilv1.Algorithm_ALGORITHM_AES_256_GCM,
+	keystore.ECP256SHA256:       sigilv1.Algorithm_ALGORITHM_EC_P256_SHA256,
+	keystore.ECP384SHA384:       sigilv1.Algorithm_ALGORITHM_EC_P384_SHA384,
+	keystore.RSAPSS2048SHA256:   sigilv1.Algorithm_ALGORITHM_RSA_PSS_2048_SHA256,
+	keystore.RSAPSS3072SHA256:   sigilv1.Algorithm_ALGORITHM_RSA_PSS_3072_SHA256,
+	keystore.RSAPSS4096SHA256:   sigilv1.Algorithm_ALGORITHM_RSA_PSS_4096_SHA256,
+	keystore.RSAPKCS12048SHA256: sigilv1.Algorithm_ALGORITHM_RSA_PKCS1_2048_SHA256,
+	keystore.RSAPKCS13072SHA256: sigilv1.Algorithm_ALGORITHM_RSA_PKCS1_3072_SHA256,
+	keystore.RSAPKCS14096SHA256: sigilv1.Algorithm_ALGORITHM_RSA_PKCS1_4096_SHA256,
+	keystore.Ed25519:            sigilv1.Algorithm_ALGORITHM_ED25519,
 }
 
 var algorithmFromProto = func() map[sigilv1.Algorithm]keystore.Algorithm {

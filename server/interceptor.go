@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net/http"
+	"time"
 
 	"connectrpc.com/connect"
 )
@@ -27,20 +29,31 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// errorInterceptor gives each request an id, maps core errors to Connect
-// errors in one place and logs the cause of every failure with the id.
-func errorInterceptor(log *slog.Logger) connect.UnaryInterceptorFunc {
+// withRequestID gives every HTTP request an id, in its context and in the
+// response's RequestIDHeader, before anything else can fail.
+func withRequestID(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := newRequestID()
+		w.Header().Set(RequestIDHeader, id)
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
+// errorInterceptor bounds each call with a deadline (the caller's, or
+// timeout if it sets none or a longer one), maps core errors to Connect
+// errors in one place and logs the cause of every failure with the
+// request id.
+func errorInterceptor(log *slog.Logger, timeout time.Duration) connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			id := newRequestID()
-			ctx = context.WithValue(ctx, requestIDKey{}, id)
+			id := RequestID(ctx)
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
 			res, err := next(ctx, req)
 			if err == nil {
-				res.Header().Set(RequestIDHeader, id)
 				return res, nil
 			}
 			cerr, serverFault := toConnectError(err)
-			cerr.Meta().Set(RequestIDHeader, id)
 			level := slog.LevelInfo
 			if serverFault {
 				level = slog.LevelError

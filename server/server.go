@@ -30,9 +30,13 @@ type Options struct {
 	// ReadyTimeout bounds the HSM and database checks of /readyz.
 	// Defaults to 2 seconds.
 	ReadyTimeout time.Duration
+	// RequestTimeout bounds every RPC whose caller sets no shorter
+	// deadline. Defaults to 30 seconds.
+	RequestTimeout time.Duration
 }
 
 // New returns the HTTP handler serving the KeyManagementService RPCs,
+// the JWKS documents (/.well-known/jwks.json, /v1/keys/{name}/jwks.json),
 // /healthz and /readyz.
 func New(svc *kms.Service, opts Options) http.Handler {
 	log := opts.Logger
@@ -42,17 +46,24 @@ func New(svc *kms.Service, opts Options) http.Handler {
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 2 * time.Second
 	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 30 * time.Second
+	}
 	mux := http.NewServeMux()
 	path, h := sigilv1connect.NewKeyManagementServiceHandler(&handler{svc: svc},
 		connect.WithReadMaxBytes(MaxRequestBytes),
-		connect.WithInterceptors(errorInterceptor(log)),
+		connect.WithInterceptors(errorInterceptor(log, opts.RequestTimeout)),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 			log.LogAttrs(ctx, slog.LevelError, "panic", slog.String("rpc", spec.Procedure), slog.Any("panic", p))
 			return connect.NewError(connect.CodeInternal, nil)
 		}),
 	)
-	mux.Handle(path, h)
+	// connect-go enforces MaxRequestBytes on the decoded message; the
+	// MaxBytesHandler also stops reading a larger body on the wire.
+	mux.Handle(path, http.MaxBytesHandler(h, 2*MaxRequestBytes))
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", readyz(svc.Ready, opts.ReadyTimeout, log))
-	return mux
+	mux.Handle("GET /.well-known/jwks.json", jwks(svc, log, false))
+	mux.Handle("GET /v1/keys/{name}/jwks.json", jwks(svc, log, true))
+	return withRequestID(mux)
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -169,7 +170,7 @@ func TestErrorCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := f.store.CommitVersion(ctx, sk.ID, v.Version, true); err != nil {
+	if _, _, err := f.store.CommitVersion(ctx, sk.ID, v.Version, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -214,7 +215,12 @@ func TestErrorCodes(t *testing.T) {
 			return err
 		}, connect.CodeResourceExhausted},
 		{"body over 1 MiB", func() error {
-			_, err := f.client.Encrypt(ctx, &sigilv1.EncryptRequest{Name: "k", Plaintext: make([]byte, 2<<20)})
+			// Labels, not plaintext, so that only the body limit can trip.
+			labels := map[string]string{}
+			for i := 0; i < 5000; i++ {
+				labels[fmt.Sprintf("l%d", i)] = strings.Repeat("v", 250)
+			}
+			_, err := f.client.CreateKey(ctx, &sigilv1.CreateKeyRequest{Name: "big", Algorithm: sigilv1.Algorithm_ALGORITHM_AES_256_GCM, Labels: labels})
 			return err
 		}, connect.CodeResourceExhausted},
 		{"negative page size", func() error {
@@ -340,4 +346,49 @@ func TestHealth(t *testing.T) {
 	if c := get("/readyz"); c != 503 {
 		t.Fatalf("/readyz with database down = %d", c)
 	}
+}
+
+// blockingPing is a backend whose Ping waits for its context to end, like
+// an HSM that stopped answering.
+type blockingPing struct{ hsm.Backend }
+
+func (blockingPing) Ping(ctx context.Context) error {
+	<-ctx.Done()
+	return fmt.Errorf("%w: %w", hsm.ErrUnavailable, ctx.Err())
+}
+
+// TestReadyzHonoursTimeout checks that /readyz answers 503 once its
+// timeout passes when the HSM does not answer, instead of hanging.
+func TestReadyzHonoursTimeout(t *testing.T) {
+	h := New(kms.New(blockingPing{hsmtest.NewMemory()}, keystoretest.NewMemory()), Options{ReadyTimeout: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	client := &http.Client{Timeout: 10 * time.Second}
+	res, err := client.Get(srv.URL + "/readyz")
+	if err != nil {
+		t.Fatalf("/readyz did not answer: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d, want 503", res.StatusCode)
+	}
+}
+
+// slowStore is a store whose GetKey waits for its context to end.
+type slowStore struct{ *keystoretest.Memory }
+
+func (slowStore) GetKey(ctx context.Context, _ string) (keystore.Key, error) {
+	<-ctx.Done()
+	return keystore.Key{}, ctx.Err()
+}
+
+// TestDefaultDeadline checks that a call without a deadline of its own
+// ends at the server's RequestTimeout rather than hanging.
+func TestDefaultDeadline(t *testing.T) {
+	h := New(kms.New(hsmtest.NewMemory(), slowStore{keystoretest.NewMemory()}), Options{RequestTimeout: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	c := sigilv1connect.NewKeyManagementServiceClient(&http.Client{Timeout: 10 * time.Second}, srv.URL)
+	_, err := c.GetKey(context.Background(), &sigilv1.GetKeyRequest{Name: "k"})
+	wantCode(t, err, connect.CodeDeadlineExceeded)
 }

@@ -9,11 +9,14 @@ import (
 	"github.com/miekg/pkcs11"
 )
 
-// Object is a token object as seen through PKCS#11: its class, identifier,
-// label and boolean attributes. An attribute the object does not have reads
-// as false.
+// Object is a token object as seen through PKCS#11: its class, key type,
+// identifier, label and boolean attributes. An attribute the object does
+// not have reads as false, or zero.
 type Object struct {
-	Class            uint
+	Class uint
+	// KeyType is CKA_KEY_TYPE, meaningful only for key objects (CKK_RSA
+	// is zero).
+	KeyType          uint
 	ID               []byte
 	Label            string
 	Token            bool
@@ -28,6 +31,7 @@ type Object struct {
 	Wrap             bool
 	Unwrap           bool
 	Sign             bool
+	SignRecover      bool
 	Verify           bool
 	Derive           bool
 }
@@ -47,6 +51,7 @@ func (o *Object) boolAttrs() map[uint]*bool {
 		pkcs11.CKA_WRAP:              &o.Wrap,
 		pkcs11.CKA_UNWRAP:            &o.Unwrap,
 		pkcs11.CKA_SIGN:              &o.Sign,
+		pkcs11.CKA_SIGN_RECOVER:      &o.SignRecover,
 		pkcs11.CKA_VERIFY:            &o.Verify,
 		pkcs11.CKA_DERIVE:            &o.Derive,
 	}
@@ -148,6 +153,12 @@ func readObject(p *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (
 	}
 	if ok {
 		o.Class = decodeUlong(v)
+	}
+	if v, ok, err = get(pkcs11.CKA_KEY_TYPE); err != nil {
+		return o, err
+	}
+	if ok {
+		o.KeyType = decodeUlong(v)
 	}
 	if v, _, err = get(pkcs11.CKA_ID); err != nil {
 		return o, err

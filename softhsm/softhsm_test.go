@@ -121,7 +121,7 @@ func TestObjectsFromOtherProcess(t *testing.T) {
 		for _, o := range objs {
 			if o.Label == "other-"+id {
 				found = true
-				if o.Class != pkcs11.CKO_SECRET_KEY || len(o.ID) != 1 || !o.Token {
+				if o.Class != pkcs11.CKO_SECRET_KEY || o.KeyType != pkcs11.CKK_AES || len(o.ID) != 1 || !o.Token {
 					t.Errorf("object %+v", o)
 				}
 			}

@@ -3,7 +3,7 @@
 //	sigil [--addr URL] COMMAND [flags] [args]
 //
 // Commands: create-key, get-key, list-keys, rotate-key, list-versions,
-// encrypt, decrypt. Metadata is printed as JSON; encrypt and decrypt read
+// encrypt, decrypt, sign, verify, public-key, sign-jwt. Metadata is printed as JSON; encrypt and decrypt read
 // and write files, or stdin and stdout when a path is "-" or not given.
 package main
 
@@ -27,13 +27,17 @@ import (
 const usage = `usage: sigil [--addr URL] COMMAND [flags] [args]
 
 Commands:
-  create-key [--algorithm AES_256_GCM] [--label k=v]... NAME
+  create-key [--algorithm AES_256_GCM|EC_P256_SHA256|...] [--label k=v]... NAME
   get-key NAME
   list-keys [--page-size N]
   rotate-key NAME
   list-versions NAME
   encrypt [--in FILE] [--out FILE] [--aad TEXT] [--base64] NAME
   decrypt [--in FILE] [--out FILE] [--aad TEXT] [--base64] NAME
+  sign [--in FILE] [--digest] [--version N] [--raw] [--out FILE] NAME
+  verify (--signature B64 | --signature-file FILE) [--in FILE] [--digest] [--version N] [--raw] NAME
+  public-key [--version N] [--jwk] NAME
+  sign-jwt [--claims JSON] [--typ T] [--cty C] NAME      (claims from stdin if not given)
 
 The server address defaults to $SIGIL_ADDR or http://127.0.0.1:8380.
 `
@@ -63,6 +67,10 @@ var commands = map[string]command{
 	"list-versions": listVersions,
 	"encrypt":       encrypt,
 	"decrypt":       decrypt,
+	"sign":          sign,
+	"verify":        verify,
+	"public-key":    publicKey,
+	"sign-jwt":      signJWT,
 }
 
 // run executes one command and returns the process exit code.
@@ -101,6 +109,9 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		}
 		if errors.Is(err, flag.ErrHelp) {
 			return 2
+		}
+		if errors.Is(err, errInvalidSignature) {
+			return 1
 		}
 		fmt.Fprintf(c.stderr, "sigil: %v\n", err)
 		return 1

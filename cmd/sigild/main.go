@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -63,11 +64,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("open HSM: %w", err)
 	}
-	defer backend.Close()
-
-	handler := server.New(kms.New(backend, store), server.Options{Logger: log})
+	// The backend is closed only once no request can still be using it.
+	var inflight sync.WaitGroup
+	api := server.New(kms.New(backend, store), server.Options{Logger: log})
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Done()
+		api.ServeHTTP(w, r)
+	})
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
+		_ = backend.Close()
 		return err
 	}
 	srv := &http.Server{
@@ -104,14 +111,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	select {
 	case err := <-serveErr:
-		return err
+		_ = srv.Close()
+		return errors.Join(err, closeWhenIdle(&inflight, backend))
 	case <-ctx.Done():
 	}
 	log.Info("sigild shutting down")
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancelShutdown()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shutdown: %w", err)
+	err = srv.Shutdown(shutdownCtx)
+	if err != nil {
+		_ = srv.Close()
+		err = fmt.Errorf("shutdown: %w", err)
 	}
-	return nil
+	return errors.Join(err, closeWhenIdle(&inflight, backend))
+}
+
+// closeWhenIdle closes the HSM backend once no handler is running, waiting
+// at most 10 seconds; a handler stuck in a module call past that keeps the
+// backend open, and the process exits without closing it.
+func closeWhenIdle(inflight *sync.WaitGroup, backend io.Closer) error {
+	idle := make(chan struct{})
+	go func() {
+		inflight.Wait()
+		close(idle)
+	}()
+	select {
+	case <-idle:
+		return backend.Close()
+	case <-time.After(10 * time.Second):
+		return errors.New("requests still running after shutdown; HSM sessions left open")
+	}
 }

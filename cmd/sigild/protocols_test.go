@@ -8,12 +8,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +58,43 @@ func TestProtocolsOnOnePort(t *testing.T) {
 				t.Fatalf("GetKey(missing) = %v", err)
 			}
 		})
+	}
+}
+
+// TestCurlHTTP1 posts Connect JSON over HTTP/1.1, as the README's curl
+// example does.
+func TestCurlHTTP1(t *testing.T) {
+	p := startSigild(t, softhsm.NewToken(t), postgrestest.NewDatabase(t))
+	post := func(rpc, body string) (int, map[string]any, string) {
+		t.Helper()
+		res, err := http.Post(p.url+"/sigil.v1.KeyManagementService/"+rpc, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		if res.ProtoMajor != 1 {
+			t.Fatalf("%s over %s, want HTTP/1.1", rpc, res.Proto)
+		}
+		var out map[string]any
+		if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return res.StatusCode, out, res.Header.Get("Sigil-Request-Id")
+	}
+	if code, out, _ := post("CreateKey", `{"name":"orders","algorithm":"ALGORITHM_AES_256_GCM"}`); code != 200 {
+		t.Fatalf("CreateKey: %d %v", code, out)
+	}
+	code, out, _ := post("Encrypt", `{"name":"orders","plaintext":"aGVsbG8="}`)
+	if code != 200 || out["keyVersion"] != float64(1) {
+		t.Fatalf("Encrypt: %d %v", code, out)
+	}
+	code, out, _ = post("Decrypt", `{"name":"orders","ciphertext":"`+out["ciphertext"].(string)+`"}`)
+	if code != 200 || out["plaintext"] != "aGVsbG8=" {
+		t.Fatalf("Decrypt: %d %v", code, out)
+	}
+	code, out, id := post("Decrypt", `{"name":"orders","ciphertext":"AAAA"}`)
+	if code != 400 || out["code"] != "invalid_argument" || out["message"] != "decryption failed" || id == "" {
+		t.Fatalf("bad ciphertext: %d %v id=%q", code, out, id)
 	}
 }
 

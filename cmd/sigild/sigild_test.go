@@ -220,7 +220,7 @@ func TestStartupRefusals(t *testing.T) {
 	}{
 		{"no dev", base()[1:], "authentication is not implemented yet"},
 		{"dev on a public address", with("--listen", "0.0.0.0:0"), "non-loopback"},
-		{"wrong PIN", with("--hsm-pin-file", wrongPIN), "PIN"},
+		{"wrong PIN", with("--hsm-pin-file", wrongPIN), "incorrect PIN"},
 		{"unknown token", with("--hsm-token-label", "no-such-token"), "no-such-token"},
 		{"missing module", with("--hsm-module", "/nonexistent/libpkcs11.so"), "/nonexistent/libpkcs11.so"},
 		{"missing PIN file", with("--hsm-pin-file", "/nonexistent/pin"), "PIN file"},

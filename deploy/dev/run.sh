@@ -41,16 +41,21 @@ say "building sigild and sigil into bin/"
 go build -o bin/ ./cmd/sigild ./cmd/sigil
 
 listen=${SIGIL_LISTEN:-127.0.0.1:8380}
+cli=bin/sigil
+if [ "$listen" != 127.0.0.1:8380 ]; then cli="bin/sigil --addr http://$listen"; fi
 cat >&2 <<MSG
 
 Sigil (development mode, no authentication)
   server     http://$listen   (Connect, gRPC, gRPC-Web; /healthz, /readyz)
   HSM        SoftHSM2 token "sigil-dev" in .dev/softhsm (PIN in .dev/softhsm/pin)
   database   $(redact "$db_url")
-  CLI        bin/sigil create-key demo; echo hi | bin/sigil encrypt --base64 demo
+  CLI        $cli create-key demo; echo hi | $cli encrypt --base64 demo
   stop       Ctrl-C${started_pg:+ (then stop the local Postgres: $PG_CTL_STOP)}
   reset      rm -rf .dev   (deletes the token and every key in it)
 
 MSG
-exec bin/sigild --dev --listen "$listen" --database-url "$db_url" \
+# The database URL goes through the environment, not argv, so that a
+# password in it does not show in the process list.
+export SIGIL_DATABASE_URL=$db_url
+exec bin/sigild --dev --listen "$listen" \
 	--hsm-module "$SIGIL_HSM_MODULE" --hsm-token-label sigil-dev --hsm-pin-file "$dev/softhsm/pin"

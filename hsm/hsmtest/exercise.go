@@ -3,6 +3,7 @@ package hsmtest
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) hsm.Backend) {
 	})
 	t.Run("Canceled", func(t *testing.T) { testCanceled(t, newBackend(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, newBackend(t)) })
+	exerciseSigning(t, newBackend)
 }
 
 // NewID returns a random key identifier.
@@ -49,11 +51,18 @@ func NewKey(t testing.TB, b hsm.Backend) []byte {
 	t.Helper()
 	id := NewID(t)
 	spec := hsm.KeySpec{ID: id, Label: fmt.Sprintf("sigil:test:%x", id[:4]), Type: hsm.AES256}
-	if err := b.GenerateKey(context.Background(), spec); err != nil {
+	pub, err := b.GenerateKey(context.Background(), spec)
+	if err != nil {
 		t.Fatalf("GenerateKey: %v", err)
+	}
+	if pub != nil {
+		t.Fatalf("GenerateKey(AES256) returned a %T public key", pub)
 	}
 	return id
 }
+
+// errOf returns GenerateKey's error, for checks that ignore the public key.
+func errOf(_ crypto.PublicKey, err error) error { return err }
 
 // wantErr fails the test unless errors.Is(err, want).
 func wantErr(t *testing.T, what string, err, want error) {
@@ -175,7 +184,7 @@ func testInvalid(t *testing.T, b hsm.Backend) {
 	for _, n := range []int{0, 1, hsm.IDSize - 1, hsm.IDSize + 1, 32} {
 		bad := make([]byte, n)
 		what := fmt.Sprintf(" with %d-byte id", n)
-		wantErr(t, "GenerateKey"+what, b.GenerateKey(ctx, hsm.KeySpec{ID: bad, Type: hsm.AES256}), hsm.ErrInvalid)
+		wantErr(t, "GenerateKey"+what, errOf(b.GenerateKey(ctx, hsm.KeySpec{ID: bad, Type: hsm.AES256})), hsm.ErrInvalid)
 		_, err := b.Seal(ctx, bad, NewNonce(t), []byte("x"), nil)
 		wantErr(t, "Seal"+what, err, hsm.ErrInvalid)
 		_, err = b.Open(ctx, bad, NewNonce(t), ct, nil)
@@ -185,7 +194,7 @@ func testInvalid(t *testing.T, b hsm.Backend) {
 		wantErr(t, "Exists"+what, err, hsm.ErrInvalid)
 	}
 	for _, typ := range []hsm.KeyType{0, 99} {
-		err := b.GenerateKey(ctx, hsm.KeySpec{ID: NewID(t), Type: typ})
+		err := errOf(b.GenerateKey(ctx, hsm.KeySpec{ID: NewID(t), Type: typ}))
 		wantErr(t, fmt.Sprintf("GenerateKey type %d", typ), err, hsm.ErrInvalid)
 	}
 }
@@ -211,10 +220,10 @@ func testExists(t *testing.T, b hsm.Backend) {
 		t.Fatalf("Exists before GenerateKey = %v, %v", ok, err)
 	}
 	spec := hsm.KeySpec{ID: id, Label: "sigil:test:v1", Type: hsm.AES256}
-	if err := b.GenerateKey(ctx, spec); err != nil {
+	if err := errOf(b.GenerateKey(ctx, spec)); err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
-	wantErr(t, "second GenerateKey", b.GenerateKey(ctx, spec), hsm.ErrExists)
+	wantErr(t, "second GenerateKey", errOf(b.GenerateKey(ctx, spec)), hsm.ErrExists)
 	if ok, err := b.Exists(ctx, id); !ok || err != nil {
 		t.Fatalf("Exists after GenerateKey = %v, %v", ok, err)
 	}
@@ -251,7 +260,7 @@ func testCanceled(t *testing.T, b hsm.Backend) {
 	wantErr(t, "Open", err, context.Canceled)
 	_, err = b.Seal(ctx, NewID(t), nonce, []byte("x"), nil)
 	wantErr(t, "Seal on an uncached id", err, context.Canceled)
-	wantErr(t, "GenerateKey", b.GenerateKey(ctx, hsm.KeySpec{ID: NewID(t), Type: hsm.AES256}), context.Canceled)
+	wantErr(t, "GenerateKey", errOf(b.GenerateKey(ctx, hsm.KeySpec{ID: NewID(t), Type: hsm.AES256})), context.Canceled)
 	_, err = b.Exists(ctx, id)
 	wantErr(t, "Exists", err, context.Canceled)
 	wantErr(t, "Destroy", b.Destroy(ctx, id), context.Canceled)

@@ -2,6 +2,7 @@ package hsmtest
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"slices"
 	"sync"
@@ -16,6 +17,7 @@ var ErrDevice = fmt.Errorf("%w: C_Encrypt: pkcs11: 0x30: CKR_DEVICE_ERROR", hsm.
 // Method names accepted by Faulty.Fail and Faulty.Calls.
 const (
 	MethodGenerateKey = "GenerateKey"
+	MethodSign        = "Sign"
 	MethodSeal        = "Seal"
 	MethodOpen        = "Open"
 	MethodDestroy     = "Destroy"
@@ -100,11 +102,19 @@ func (f *Faulty) enter(method string) error {
 }
 
 // GenerateKey calls the wrapped Backend unless failing.
-func (f *Faulty) GenerateKey(ctx context.Context, spec hsm.KeySpec) error {
+func (f *Faulty) GenerateKey(ctx context.Context, spec hsm.KeySpec) (crypto.PublicKey, error) {
 	if err := f.enter(MethodGenerateKey); err != nil {
-		return err
+		return nil, err
 	}
 	return f.b.GenerateKey(ctx, spec)
+}
+
+// Sign calls the wrapped Backend unless failing.
+func (f *Faulty) Sign(ctx context.Context, id, input []byte, m hsm.Mechanism) ([]byte, error) {
+	if err := f.enter(MethodSign); err != nil {
+		return nil, err
+	}
+	return f.b.Sign(ctx, id, input, m)
 }
 
 // Seal calls the wrapped Backend unless failing.

@@ -23,6 +23,15 @@ func TestMemoryZeroValue(t *testing.T) {
 	if _, err := m.Open(t.Context(), id, nonce, ct, nil); err != nil {
 		t.Fatal(err)
 	}
+	var m2 Memory
+	id, pub := NewKeyPair(t, &m2, hsm.Ed25519)
+	sig, err := m2.Sign(t.Context(), id, []byte("x"), hsm.EdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(pub, hsm.EdDSA, []byte("x"), sig); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestFaultyPassesThrough(t *testing.T) {
@@ -38,6 +47,8 @@ func TestFaulty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ec, _ := NewKeyPair(t, f, hsm.ECP256)
+	digest := SignInput(hsm.ECP256, hsm.ECDSA, []byte("x"))
 
 	f.Fail(ErrDevice)
 	_, err = f.Seal(ctx, id, nonce, []byte("x"), nil)
@@ -54,6 +65,16 @@ func TestFaulty(t *testing.T) {
 	if ok, err := f.Exists(ctx, id); ok || !errors.Is(err, hsm.ErrUnavailable) {
 		t.Errorf("Exists while failing: %v, %v", ok, err)
 	}
+	if _, err := f.Sign(ctx, ec, digest, hsm.ECDSA); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Errorf("Sign while failing: %v", err)
+	}
+	f.Fail(ErrDevice, MethodSign)
+	if _, err := f.Sign(ctx, ec, digest, hsm.ECDSA); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Errorf("Sign while only Sign fails: %v", err)
+	}
+	if _, err := f.Seal(ctx, id, nonce, []byte("x"), nil); err != nil {
+		t.Errorf("Seal while only Sign fails: %v", err)
+	}
 
 	f.Fail(ErrDevice, MethodOpen)
 	if _, err := f.Seal(ctx, id, nonce, []byte("x"), nil); err != nil {
@@ -67,14 +88,20 @@ func TestFaulty(t *testing.T) {
 	if _, err := f.Open(ctx, id, nonce, ct, nil); err != nil {
 		t.Errorf("Open after Recover: %v", err)
 	}
-	if got := f.Calls(MethodSeal); got != 3 {
-		t.Errorf("Calls(Seal) = %d, want 3", got)
+	if got := f.Calls(MethodSeal); got != 4 {
+		t.Errorf("Calls(Seal) = %d, want 4", got)
 	}
 	if got := f.Calls(MethodOpen); got != 3 {
 		t.Errorf("Calls(Open) = %d, want 3", got)
 	}
-	if got := f.Calls(MethodGenerateKey); got != 1 {
-		t.Errorf("Calls(GenerateKey) = %d, want 1", got)
+	if _, err := f.Sign(ctx, ec, digest, hsm.ECDSA); err != nil {
+		t.Errorf("Sign after Recover: %v", err)
+	}
+	if got := f.Calls(MethodSign); got != 3 {
+		t.Errorf("Calls(Sign) = %d, want 3", got)
+	}
+	if got := f.Calls(MethodGenerateKey); got != 2 {
+		t.Errorf("Calls(GenerateKey) = %d, want 2", got)
 	}
 	f.ResetCalls()
 	if f.TotalCalls() != 0 {

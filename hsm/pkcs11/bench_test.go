@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"testing"
 
+	"github.com/sigil-kms/sigil/hsm"
 	"github.com/sigil-kms/sigil/hsm/hsmtest"
 )
 
@@ -67,3 +68,40 @@ func BenchmarkOpen1KiB(b *testing.B) {
 		})
 	})
 }
+
+// benchSign measures Sign with a key pair of type typ and mechanism m.
+func benchSign(b *testing.B, typ hsm.KeyType, m hsm.Mechanism) {
+	be, _ := newBackend(b)
+	id, pub := hsmtest.NewKeyPair(b, be, typ)
+	input := hsmtest.SignInput(typ, m, []byte("sigil:bench"))
+	sig, err := be.Sign(b.Context(), id, input, m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := hsmtest.Verify(pub, m, input, sig); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("serial", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := be.Sign(b.Context(), id, input, m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := be.Sign(b.Context(), id, input, m); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkSignES256(b *testing.B) { benchSign(b, hsm.ECP256, hsm.ECDSA) }
+
+func BenchmarkSignPS256(b *testing.B) { benchSign(b, hsm.RSA2048, hsm.RSAPSSSHA256) }
+
+func BenchmarkSignEdDSA(b *testing.B) { benchSign(b, hsm.Ed25519, hsm.EdDSA) }

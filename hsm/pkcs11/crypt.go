@@ -24,6 +24,15 @@ func checkNonce(nonce []byte) error {
 	return nil
 }
 
+// checkAES refuses a key other than an AES secret key: a signing key must
+// never encrypt or decrypt.
+func checkAES(id []byte, k key) error {
+	if k.class != p11.CKO_SECRET_KEY || k.typ != p11.CKK_AES {
+		return fmt.Errorf("%w: key %x is not an AES key", hsm.ErrInvalid, id)
+	}
+	return nil
+}
+
 // Seal encrypts plaintext with AES-256-GCM (C_EncryptInit, C_Encrypt) and
 // returns the ciphertext followed by the tag.
 func (b *Backend) Seal(ctx context.Context, id, nonce, plaintext, aad []byte) ([]byte, error) {
@@ -34,10 +43,13 @@ func (b *Backend) Seal(ctx context.Context, id, nonce, plaintext, aad []byte) ([
 		return nil, err
 	}
 	var out []byte
-	err := b.withKey(ctx, id, func(s p11.SessionHandle, h p11.ObjectHandle) error {
+	err := b.withKey(ctx, id, func(s p11.SessionHandle, k key) error {
+		if err := checkAES(id, k); err != nil {
+			return err
+		}
 		mech, params := gcm(nonce, aad)
 		defer params.Free()
-		if err := b.mod.ctx.EncryptInit(s, mech, h); err != nil {
+		if err := b.mod.ctx.EncryptInit(s, mech, k.h); err != nil {
 			return fmt.Errorf("C_EncryptInit: %w", err)
 		}
 		ct, err := b.mod.ctx.Encrypt(s, plaintext)
@@ -52,7 +64,7 @@ func (b *Backend) Seal(ctx context.Context, id, nonce, plaintext, aad []byte) ([
 		out = ct
 		return nil
 	})
-	if isRV(err, p11.CKR_DATA_LEN_RANGE) {
+	if misuse(err) {
 		return nil, fmt.Errorf("%w: %v", hsm.ErrInvalid, err)
 	}
 	if err != nil {
@@ -78,10 +90,13 @@ func (b *Backend) Open(ctx context.Context, id, nonce, ciphertext, aad []byte) (
 		return nil, fmt.Errorf("%w: ciphertext of %d bytes is shorter than the tag", hsm.ErrDecrypt, len(ciphertext))
 	}
 	var out []byte
-	err := b.withKey(ctx, id, func(s p11.SessionHandle, h p11.ObjectHandle) error {
+	err := b.withKey(ctx, id, func(s p11.SessionHandle, k key) error {
+		if err := checkAES(id, k); err != nil {
+			return err
+		}
 		mech, params := gcm(nonce, aad)
 		defer params.Free()
-		if err := b.mod.ctx.DecryptInit(s, mech, h); err != nil {
+		if err := b.mod.ctx.DecryptInit(s, mech, k.h); err != nil {
 			return fmt.Errorf("C_DecryptInit: %w", err)
 		}
 		pt, err := b.mod.ctx.Decrypt(s, ciphertext)
@@ -95,6 +110,11 @@ func (b *Backend) Open(ctx context.Context, id, nonce, ciphertext, aad []byte) (
 		out = pt
 		return nil
 	})
+	if misuse(err) && !isRV(err, p11.CKR_DATA_LEN_RANGE) && !isRV(err, p11.CKR_DATA_INVALID) {
+		// The key or mechanism was refused; ciphertext problems stay
+		// hsm.ErrDecrypt.
+		return nil, fmt.Errorf("%w: %v", hsm.ErrInvalid, err)
+	}
 	if err != nil {
 		return nil, classify(err, hsm.ErrDecrypt)
 	}

@@ -2,12 +2,22 @@ package pkcs11
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/sigil-kms/sigil/hsm"
 )
+
+// key is a cached key object: its handle and what it is, so that a request
+// for the wrong kind of key is refused before the module is called.
+type key struct {
+	h      p11.ObjectHandle
+	class  uint // CKO_SECRET_KEY or CKO_PRIVATE_KEY
+	typ    uint // CKA_KEY_TYPE
+	ecSize int  // for CKK_EC, the curve's byte size if known; else 0
+}
 
 // checkID rejects identifiers of the wrong length.
 func checkID(id []byte) error {
@@ -20,69 +30,6 @@ func checkID(id []byte) error {
 // idTemplate matches every object with the identifier.
 func idTemplate(id []byte) []*p11.Attribute {
 	return []*p11.Attribute{p11.NewAttribute(p11.CKA_ID, id)}
-}
-
-// keyTemplate matches the secret key with the identifier.
-func keyTemplate(id []byte) []*p11.Attribute {
-	return []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-		p11.NewAttribute(p11.CKA_ID, id),
-	}
-}
-
-// GenerateKey creates a persistent, sensitive, non-extractable AES-256 key
-// usable only for encryption and decryption.
-func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) error {
-	if err := checkID(spec.ID); err != nil {
-		return err
-	}
-	if spec.Type != hsm.AES256 {
-		return fmt.Errorf("%w: key type %v", hsm.ErrInvalid, spec.Type)
-	}
-	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_GEN, nil)}
-	tmpl := []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
-		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
-		p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
-		p11.NewAttribute(p11.CKA_TOKEN, true),
-		p11.NewAttribute(p11.CKA_PRIVATE, true),
-		p11.NewAttribute(p11.CKA_SENSITIVE, true),
-		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-		p11.NewAttribute(p11.CKA_ENCRYPT, true),
-		p11.NewAttribute(p11.CKA_DECRYPT, true),
-		p11.NewAttribute(p11.CKA_WRAP, false),
-		p11.NewAttribute(p11.CKA_UNWRAP, false),
-		p11.NewAttribute(p11.CKA_SIGN, false),
-		p11.NewAttribute(p11.CKA_VERIFY, false),
-		p11.NewAttribute(p11.CKA_DERIVE, false),
-		p11.NewAttribute(p11.CKA_ID, spec.ID),
-		p11.NewAttribute(p11.CKA_LABEL, spec.Label),
-	}
-	b.genMu.Lock()
-	defer b.genMu.Unlock()
-	var h p11.ObjectHandle
-	err := b.session(ctx, func(s p11.SessionHandle) error {
-		hs, err := b.find(s, idTemplate(spec.ID))
-		if err != nil {
-			return err
-		}
-		if len(hs) > 0 {
-			return fmt.Errorf("%w: id %x", hsm.ErrExists, spec.ID)
-		}
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("hsm: %w", err)
-		}
-		h, err = b.mod.ctx.GenerateKey(s, mech, tmpl)
-		if err != nil {
-			return fmt.Errorf("C_GenerateKey: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return classify(err, hsm.ErrUnavailable)
-	}
-	b.handles.Store(string(spec.ID), h)
-	return nil
 }
 
 // find returns the handles of all objects matching tmpl. It first checks
@@ -114,41 +61,110 @@ func (b *Backend) find(s p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.Object
 	return all, nil
 }
 
-// handle returns the secret key's handle, from the cache or, on a miss,
-// from the token.
-func (b *Backend) handle(ctx context.Context, id []byte) (p11.ObjectHandle, error) {
-	if h, ok := b.handles.Load(string(id)); ok {
-		return h.(p11.ObjectHandle), nil
+// object is an object found by identifier: its handle and class, and, for a
+// key Sigil uses, what the key is.
+type object struct {
+	h     p11.ObjectHandle
+	class uint
+	key   *key // nil unless class is CKO_SECRET_KEY or CKO_PRIVATE_KEY
+}
+
+// findID returns every object with the identifier. Only secret and private
+// keys are keys Sigil uses; a public key object with the same identifier
+// (left by another tool) is returned with a nil key so that it is never
+// mistaken for one.
+func (b *Backend) findID(s p11.SessionHandle, id []byte) ([]object, error) {
+	hs, err := b.find(s, idTemplate(id))
+	if err != nil {
+		return nil, err
 	}
-	var hs []p11.ObjectHandle
-	err := b.session(ctx, func(s p11.SessionHandle) (err error) {
-		hs, err = b.find(s, keyTemplate(id))
+	objs := make([]object, 0, len(hs))
+	for _, h := range hs {
+		o, err := b.describe(s, h)
+		if staleHandle(err) {
+			continue // destroyed since the search
+		}
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, o)
+	}
+	return objs, nil
+}
+
+// describe reads an object's class and, for a key, its key type and curve.
+func (b *Backend) describe(s p11.SessionHandle, h p11.ObjectHandle) (object, error) {
+	attrs, err := b.mod.ctx.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, nil)})
+	if err != nil {
+		return object{}, fmt.Errorf("C_GetAttributeValue(CKA_CLASS): %w", err)
+	}
+	o := object{h: h, class: ulong(attrs[0].Value)}
+	if o.class != p11.CKO_SECRET_KEY && o.class != p11.CKO_PRIVATE_KEY {
+		return o, nil
+	}
+	attrs, err = b.mod.ctx.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_KEY_TYPE, nil)})
+	if err != nil {
+		return object{}, fmt.Errorf("C_GetAttributeValue(CKA_KEY_TYPE): %w", err)
+	}
+	k := &key{h: h, class: o.class, typ: ulong(attrs[0].Value)}
+	if k.typ == p11.CKK_EC {
+		attrs, err := b.mod.ctx.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EC_PARAMS, nil)})
+		if err != nil {
+			return object{}, fmt.Errorf("C_GetAttributeValue(CKA_EC_PARAMS): %w", err)
+		}
+		k.ecSize = curveSize(attrs[0].Value)
+	}
+	o.key = k
+	return o, nil
+}
+
+// keys returns the keys among objs.
+func keys(objs []object) []*key {
+	var ks []*key
+	for _, o := range objs {
+		if o.key != nil {
+			ks = append(ks, o.key)
+		}
+	}
+	return ks
+}
+
+// lookup returns the key with the identifier, from the cache or, on a miss,
+// from the token.
+func (b *Backend) lookup(ctx context.Context, id []byte) (key, error) {
+	if k, ok := b.handles.Load(string(id)); ok {
+		return k.(key), nil
+	}
+	var ks []*key
+	err := b.session(ctx, func(s p11.SessionHandle) error {
+		objs, err := b.findID(s, id)
+		ks = keys(objs)
 		return err
 	})
 	switch {
 	case err != nil:
-		return 0, classify(err, hsm.ErrUnavailable)
-	case len(hs) == 0:
-		return 0, fmt.Errorf("%w: id %x", hsm.ErrNotFound, id)
-	case len(hs) > 1:
-		return 0, fmt.Errorf("%w: %d secret keys with id %x", hsm.ErrUnavailable, len(hs), id)
+		return key{}, classify(err, hsm.ErrUnavailable)
+	case len(ks) == 0:
+		return key{}, fmt.Errorf("%w: id %x", hsm.ErrNotFound, id)
+	case len(ks) > 1:
+		return key{}, fmt.Errorf("%w: %d keys with id %x", hsm.ErrUnavailable, len(ks), id)
 	}
-	b.handles.Store(string(id), hs[0])
-	return hs[0], nil
+	b.handles.Store(string(id), *ks[0])
+	return *ks[0], nil
 }
 
-// withKey runs fn with the key's handle on a pooled session. If the cached
-// handle turns out stale (the object was destroyed, possibly by another
-// process), it drops it, looks the key up again and retries once. Errors
-// from fn come back unclassified.
-func (b *Backend) withKey(ctx context.Context, id []byte, fn func(s p11.SessionHandle, h p11.ObjectHandle) error) error {
+// withKey runs fn with the key on a pooled session. If the cached handle
+// turns out stale (the object was destroyed, possibly by another process),
+// it drops it, looks the key up again and retries once. Errors from fn come
+// back unclassified.
+func (b *Backend) withKey(ctx context.Context, id []byte, fn func(s p11.SessionHandle, k key) error) error {
 	for retried := false; ; retried = true {
-		h, err := b.handle(ctx, id)
+		k, err := b.lookup(ctx, id)
 		if err != nil {
 			return err
 		}
 		err = b.session(ctx, func(s p11.SessionHandle) error {
-			err := fn(s, h)
+			err := fn(s, k)
 			if staleHandle(err) {
 				// Logging out invalidates the handles of private objects.
 				if lerr := b.checkLogin(s); lerr != nil {
@@ -160,27 +176,34 @@ func (b *Backend) withKey(ctx context.Context, id []byte, fn func(s p11.SessionH
 		if err == nil || !staleHandle(err) {
 			return err
 		}
-		b.handles.CompareAndDelete(string(id), h)
+		b.handles.CompareAndDelete(string(id), k)
 		if retried {
 			return fmt.Errorf("%w: %v", hsm.ErrNotFound, err)
 		}
 	}
 }
 
-// Destroy deletes every object with the identifier.
+// Destroy deletes the key with the identifier, and any public key object
+// that shares the identifier. It returns hsm.ErrNotFound, and deletes
+// nothing, if there is no key.
 func (b *Backend) Destroy(ctx context.Context, id []byte) error {
 	if err := checkID(id); err != nil {
 		return err
 	}
 	var n int
 	err := b.session(ctx, func(s p11.SessionHandle) error {
-		hs, err := b.find(s, idTemplate(id))
+		objs, err := b.findID(s, id)
 		if err != nil {
 			return err
 		}
-		n = len(hs)
-		for _, h := range hs {
-			if err := b.mod.ctx.DestroyObject(s, h); err != nil && !staleHandle(err) {
+		if n = len(keys(objs)); n == 0 {
+			return nil
+		}
+		for _, o := range objs {
+			if o.key == nil && o.class != p11.CKO_PUBLIC_KEY {
+				continue // not Sigil's
+			}
+			if err := b.mod.ctx.DestroyObject(s, o.h); err != nil && !staleHandle(err) {
 				return fmt.Errorf("C_DestroyObject: %w", err)
 			}
 		}
@@ -196,15 +219,17 @@ func (b *Backend) Destroy(ctx context.Context, id []byte) error {
 	return nil
 }
 
-// Exists reports whether any object with the identifier exists. A cached
-// handle is checked with C_GetAttributeValue rather than a search.
+// Exists reports whether a secret or private key with the identifier
+// exists. A cached handle is checked with C_GetAttributeValue rather than a
+// search.
 func (b *Backend) Exists(ctx context.Context, id []byte) (bool, error) {
 	if err := checkID(id); err != nil {
 		return false, err
 	}
-	if h, ok := b.handles.Load(string(id)); ok {
+	if v, ok := b.handles.Load(string(id)); ok {
+		k := v.(key)
 		err := b.session(ctx, func(s p11.SessionHandle) error {
-			_, err := b.mod.ctx.GetAttributeValue(s, h.(p11.ObjectHandle),
+			_, err := b.mod.ctx.GetAttributeValue(s, k.h,
 				[]*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, nil)})
 			if staleHandle(err) {
 				if lerr := b.checkLogin(s); lerr != nil {
@@ -222,16 +247,28 @@ func (b *Backend) Exists(ctx context.Context, id []byte) (bool, error) {
 		if !staleHandle(err) {
 			return false, classify(err, hsm.ErrUnavailable)
 		}
-		b.handles.CompareAndDelete(string(id), h)
+		b.handles.CompareAndDelete(string(id), k)
 	}
 	var n int
 	err := b.session(ctx, func(s p11.SessionHandle) error {
-		hs, err := b.find(s, idTemplate(id))
-		n = len(hs)
+		objs, err := b.findID(s, id)
+		n = len(keys(objs))
 		return err
 	})
 	if err != nil {
 		return false, classify(err, hsm.ErrUnavailable)
 	}
 	return n > 0, nil
+}
+
+// ulong decodes a CK_ULONG attribute value, which is in native byte order.
+func ulong(v []byte) uint {
+	switch len(v) {
+	case 8:
+		return uint(binary.NativeEndian.Uint64(v))
+	case 4:
+		return uint(binary.NativeEndian.Uint32(v))
+	default:
+		return ^uint(0)
+	}
 }

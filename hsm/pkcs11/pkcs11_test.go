@@ -53,7 +53,7 @@ func TestKeyAttributes(t *testing.T) {
 	b, tok := newBackend(t)
 	id := hsmtest.NewID(t)
 	label := fmt.Sprintf("sigil:%x:v1", id[:4])
-	if err := b.GenerateKey(t.Context(), hsm.KeySpec{ID: id, Label: label, Type: hsm.AES256}); err != nil {
+	if _, err := b.GenerateKey(t.Context(), hsm.KeySpec{ID: id, Label: label, Type: hsm.AES256}); err != nil {
 		t.Fatal(err)
 	}
 	objs := tok.Objects(t)
@@ -65,7 +65,7 @@ func TestKeyAttributes(t *testing.T) {
 		t.Errorf("class %d, id %x, label %q", o.Class, o.ID, o.Label)
 	}
 	want := softhsm.Object{
-		Class: o.Class, ID: o.ID, Label: o.Label,
+		Class: o.Class, KeyType: p11.CKK_AES, ID: o.ID, Label: o.Label,
 		Token: true, Private: true, Sensitive: true, AlwaysSensitive: true,
 		NeverExtractable: true, Local: true, Encrypt: true, Decrypt: true,
 	}

@@ -50,6 +50,10 @@ func Exercise(t *testing.T, newStore func(t *testing.T) keystore.Store) {
 		{"ConcurrentAddVersion", testConcurrentAddVersion},
 		{"HSMIDRoundTrip", testHSMIDRoundTrip},
 		{"DuplicateHSMID", testDuplicateHSMID},
+		{"PublicKeyRoundTrip", testPublicKeyRoundTrip},
+		{"NilPublicKey", testNilPublicKey},
+		{"ListPublicKeys", testListPublicKeys},
+		{"ListPublicKeysEmpty", testListPublicKeysEmpty},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,10 +121,10 @@ func mustAdd(t *testing.T, s keystore.Store, keyID [16]byte) keystore.Version {
 	return v
 }
 
-// mustCommit commits a version.
+// mustCommit commits a version without a public key.
 func mustCommit(t *testing.T, s keystore.Store, keyID [16]byte, version uint32, primary bool) (keystore.Key, keystore.Version) {
 	t.Helper()
-	k, v, err := s.CommitVersion(testContext(t), keyID, version, primary)
+	k, v, err := s.CommitVersion(testContext(t), keyID, version, nil, primary)
 	if err != nil {
 		t.Fatalf("CommitVersion(%d, primary=%t): %v", version, primary, err)
 	}
@@ -172,6 +176,8 @@ func sameVersion(a, b keystore.Version) string {
 		return fmt.Sprintf("version %d %s != %d %s", a.Version, a.State, b.Version, b.State)
 	case !bytes.Equal(a.HSMID, b.HSMID):
 		return fmt.Sprintf("HSM ID %x != %x", a.HSMID, b.HSMID)
+	case !bytes.Equal(a.PublicKey, b.PublicKey) || (a.PublicKey == nil) != (b.PublicKey == nil):
+		return fmt.Sprintf("public key %x (nil %t) != %x (nil %t)", a.PublicKey, a.PublicKey == nil, b.PublicKey, b.PublicKey == nil)
 	case !a.CreateTime.Equal(b.CreateTime):
 		return fmt.Sprintf("create time %v != %v", a.CreateTime, b.CreateTime)
 	}
@@ -382,4 +388,6 @@ func testContextCancelled(t *testing.T, s keystore.Store) {
 	wantErr(t, "GetKey with a cancelled context", err, context.Canceled)
 	_, err = s.AddVersion(ctx, k.ID, newHSMID(t))
 	wantErr(t, "AddVersion with a cancelled context", err, context.Canceled)
+	_, err = s.ListPublicKeys(ctx, "")
+	wantErr(t, "ListPublicKeys with a cancelled context", err, context.Canceled)
 }

@@ -59,7 +59,7 @@ func testCommitFirstVersion(t *testing.T, s keystore.Store) {
 func testCommitTwice(t *testing.T, s keystore.Store) {
 	k := mustCreateEnabled(t, s, "twice")
 	for _, primary := range []bool{true, false} {
-		_, _, err := s.CommitVersion(testContext(t), k.ID, 1, primary)
+		_, _, err := s.CommitVersion(testContext(t), k.ID, 1, nil, primary)
 		wantErr(t, "second CommitVersion", err, keystore.ErrConflict)
 	}
 }
@@ -224,7 +224,7 @@ func testUnknownKey(t *testing.T, s keystore.Store) {
 	wantErr(t, "GetVersion of an unknown key", err, keystore.ErrNotFound)
 	_, err = s.ListVersions(ctx, id, 0, 10)
 	wantErr(t, "ListVersions of an unknown key", err, keystore.ErrNotFound)
-	_, _, err = s.CommitVersion(ctx, id, 1, true)
+	_, _, err = s.CommitVersion(ctx, id, 1, nil, true)
 	wantErr(t, "CommitVersion of an unknown key", err, keystore.ErrNotFound)
 	err = s.AbortVersion(ctx, id, 1)
 	wantErr(t, "AbortVersion of an unknown key", err, keystore.ErrNotFound)
@@ -236,7 +236,7 @@ func testUnknownVersion(t *testing.T, s keystore.Store) {
 	for _, n := range []uint32{0, 2, math.MaxInt32, math.MaxInt32 + 1, math.MaxUint32} {
 		_, err := s.GetVersion(ctx, k.ID, n)
 		wantErr(t, "GetVersion of a missing version", err, keystore.ErrNotFound)
-		_, _, err = s.CommitVersion(ctx, k.ID, n, true)
+		_, _, err = s.CommitVersion(ctx, k.ID, n, nil, true)
 		wantErr(t, "CommitVersion of a missing version", err, keystore.ErrNotFound)
 		err = s.AbortVersion(ctx, k.ID, n)
 		wantErr(t, "AbortVersion of a missing version", err, keystore.ErrNotFound)

@@ -106,6 +106,7 @@ func cloneKey(k keystore.Key) keystore.Key {
 
 func cloneVersion(v keystore.Version) keystore.Version {
 	v.HSMID = bytes.Clone(v.HSMID)
+	v.PublicKey = bytes.Clone(v.PublicKey)
 	return v
 }
 
@@ -232,8 +233,9 @@ func (m *Memory) find(op string, keyID [16]byte, version uint32) (*memKey, int, 
 	return mk, i, nil
 }
 
-// CommitVersion implements keystore.Store.
-func (m *Memory) CommitVersion(ctx context.Context, keyID [16]byte, version uint32, primary bool) (keystore.Key, keystore.Version, error) {
+// CommitVersion implements keystore.Store. It keeps its own copy of
+// publicKey, an empty one as nil.
+func (m *Memory) CommitVersion(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, primary bool) (keystore.Key, keystore.Version, error) {
 	const op = "commit version"
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -249,6 +251,9 @@ func (m *Memory) CommitVersion(ctx context.Context, keyID [16]byte, version uint
 		return keystore.Key{}, keystore.Version{}, conflict(op, *v)
 	}
 	v.State = keystore.StateEnabled
+	if len(publicKey) > 0 {
+		v.PublicKey = bytes.Clone(publicKey)
+	}
 	if primary && version > mk.key.PrimaryVersion {
 		mk.key.PrimaryVersion = version
 	}
@@ -312,6 +317,42 @@ func (m *Memory) ListVersions(ctx context.Context, keyID [16]byte, after uint32,
 		}
 		if v.Version > after {
 			out = append(out, cloneVersion(v))
+		}
+	}
+	return out, nil
+}
+
+// ListPublicKeys implements keystore.Store. Names sort bytewise.
+func (m *Memory) ListPublicKeys(ctx context.Context, keyName string) ([]keystore.PublicKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(ctx); err != nil {
+		return nil, err
+	}
+	var names []string
+	if keyName == "" {
+		names = slices.SortedFunc(maps.Keys(m.byName), strings.Compare)
+	} else if _, ok := m.byName[keyName]; ok {
+		names = []string{keyName}
+	}
+	var out []keystore.PublicKey
+	for _, name := range names {
+		mk := m.keys[m.byName[name]]
+		if mk.key.Purpose != keystore.PurposeSignVerify {
+			continue
+		}
+		for _, v := range mk.versions {
+			if v.State != keystore.StateEnabled || v.PublicKey == nil {
+				continue
+			}
+			out = append(out, keystore.PublicKey{
+				KeyID:      mk.key.ID,
+				KeyName:    mk.key.Name,
+				Algorithm:  mk.key.Algorithm,
+				Version:    v.Version,
+				DER:        bytes.Clone(v.PublicKey),
+				CreateTime: v.CreateTime,
+			})
 		}
 	}
 	return out, nil

@@ -32,10 +32,11 @@ func TestMemoryFail(t *testing.T) {
 	_, calls["ListKeys"] = m.ListKeys(ctx, "", 10)
 	_, _, calls["CreateKey"] = m.CreateKey(ctx, keystore.Key{Name: "other"}, []byte{2})
 	_, calls["AddVersion"] = m.AddVersion(ctx, k.ID, []byte{3})
-	_, _, calls["CommitVersion"] = m.CommitVersion(ctx, k.ID, 1, true)
+	_, _, calls["CommitVersion"] = m.CommitVersion(ctx, k.ID, 1, nil, true)
 	calls["AbortVersion"] = m.AbortVersion(ctx, k.ID, 1)
 	_, calls["GetVersion"] = m.GetVersion(ctx, k.ID, 1)
 	_, calls["ListVersions"] = m.ListVersions(ctx, k.ID, 0, 10)
+	_, calls["ListPublicKeys"] = m.ListPublicKeys(ctx, "")
 	calls["Ping"] = m.Ping(ctx)
 	for name, err := range calls {
 		if !errors.Is(err, keystore.ErrUnavailable) {

@@ -17,7 +17,7 @@ import (
 )
 
 // migrationCount is the number of files in migrations/.
-const migrationCount = 1
+const migrationCount = 2
 
 func TestConformance(t *testing.T) {
 	keystoretest.Exercise(t, func(t *testing.T) keystore.Store {
@@ -79,7 +79,7 @@ func TestSecondStoreSeesWrites(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateKey: %v", err)
 	}
-	if _, _, err := b.CommitVersion(ctx, k.ID, 1, true); err != nil {
+	if _, _, err := b.CommitVersion(ctx, k.ID, 1, nil, true); err != nil {
 		t.Fatalf("CommitVersion on the second store: %v", err)
 	}
 	got, err := a.GetKey(ctx, "shared")

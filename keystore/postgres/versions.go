@@ -12,7 +12,7 @@ import (
 )
 
 // versionColumns are the columns scanned by scanVersion, in order.
-const versionColumns = `key_id, version, state, hsm_id, created`
+const versionColumns = `key_id, version, state, hsm_id, public_key, created`
 
 // scanVersion reads a row of versionColumns.
 func scanVersion(row pgx.Row) (keystore.Version, error) {
@@ -20,7 +20,7 @@ func scanVersion(row pgx.Row) (keystore.Version, error) {
 		v       keystore.Version
 		version int32
 	)
-	if err := row.Scan(&v.KeyID, &version, &v.State, &v.HSMID, &v.CreateTime); err != nil {
+	if err := row.Scan(&v.KeyID, &version, &v.State, &v.HSMID, &v.PublicKey, &v.CreateTime); err != nil {
 		return keystore.Version{}, err
 	}
 	v.Version = uint32(version)
@@ -103,16 +103,20 @@ func versionMissingOrNotPending(ctx context.Context, tx pgx.Tx, op string, keyID
 		op, version, state, keystore.StatePending, keystore.ErrConflict)
 }
 
-// CommitVersion moves a pending version to enabled and, if primary is true,
-// raises the key's primary version to it unless a higher one is primary
-// already. It returns the key and version as updated, an error wrapping
-// keystore.ErrNotFound if the version does not exist, or one wrapping
-// keystore.ErrConflict if it is not pending.
-func (s *Store) CommitVersion(ctx context.Context, keyID [16]byte, version uint32, primary bool) (keystore.Key, keystore.Version, error) {
+// CommitVersion moves a pending version to enabled, records its public key
+// (an empty one as nil) and, if primary is true, raises the key's primary
+// version to it unless a higher one is primary already. It returns the key
+// and version as updated, an error wrapping keystore.ErrNotFound if the
+// version does not exist, or one wrapping keystore.ErrConflict if it is not
+// pending.
+func (s *Store) CommitVersion(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, primary bool) (keystore.Key, keystore.Version, error) {
 	const op = "commit version"
 	n, ok := versionParam(version)
 	if !ok {
 		return keystore.Key{}, keystore.Version{}, notFound(op)
+	}
+	if len(publicKey) == 0 {
+		publicKey = nil // NULL, not ''
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -125,10 +129,10 @@ func (s *Store) CommitVersion(ctx context.Context, keyID [16]byte, version uint3
 		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
 	}
 	v, err := scanVersion(tx.QueryRow(ctx, `
-		UPDATE key_versions SET state = 'ENABLED'
+		UPDATE key_versions SET state = 'ENABLED', public_key = $3
 		WHERE key_id = $1 AND version = $2 AND state = 'PENDING'
 		RETURNING `+versionColumns,
-		keyID, n))
+		keyID, n, publicKey))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return keystore.Key{}, keystore.Version{}, versionMissingOrNotPending(ctx, tx, op, keyID, n)
 	}

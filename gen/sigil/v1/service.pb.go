@@ -9,6 +9,7 @@ package sigilv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -20,6 +21,60 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// SignatureEncoding is how an ECDSA signature is encoded. Other algorithms
+// have a single encoding and accept only UNSPECIFIED or DER.
+type SignatureEncoding int32
+
+const (
+	// DER for ECDSA.
+	SignatureEncoding_SIGNATURE_ENCODING_UNSPECIFIED SignatureEncoding = 0
+	// ASN.1 DER SEQUENCE { r, s }, as crypto.Signer and X.509 use.
+	SignatureEncoding_SIGNATURE_ENCODING_DER SignatureEncoding = 1
+	// Fixed-width r || s, as JOSE (RFC 7518 section 3.4) uses.
+	SignatureEncoding_SIGNATURE_ENCODING_RAW SignatureEncoding = 2
+)
+
+// Enum value maps for SignatureEncoding.
+var (
+	SignatureEncoding_name = map[int32]string{
+		0: "SIGNATURE_ENCODING_UNSPECIFIED",
+		1: "SIGNATURE_ENCODING_DER",
+		2: "SIGNATURE_ENCODING_RAW",
+	}
+	SignatureEncoding_value = map[string]int32{
+		"SIGNATURE_ENCODING_UNSPECIFIED": 0,
+		"SIGNATURE_ENCODING_DER":         1,
+		"SIGNATURE_ENCODING_RAW":         2,
+	}
+)
+
+func (x SignatureEncoding) Enum() *SignatureEncoding {
+	p := new(SignatureEncoding)
+	*p = x
+	return p
+}
+
+func (x SignatureEncoding) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SignatureEncoding) Descriptor() protoreflect.EnumDescriptor {
+	return file_sigil_v1_service_proto_enumTypes[0].Descriptor()
+}
+
+func (SignatureEncoding) Type() protoreflect.EnumType {
+	return &file_sigil_v1_service_proto_enumTypes[0]
+}
+
+func (x SignatureEncoding) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SignatureEncoding.Descriptor instead.
+func (SignatureEncoding) EnumDescriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{0}
+}
 
 type CreateKeyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -749,11 +804,586 @@ func (x *DecryptResponse) GetKeyVersion() uint32 {
 	return 0
 }
 
+type SignRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The version to sign with; 0 means the primary version.
+	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Types that are valid to be assigned to Input:
+	//
+	//	*SignRequest_Digest
+	//	*SignRequest_Message
+	Input         isSignRequest_Input `protobuf_oneof:"input"`
+	Encoding      SignatureEncoding   `protobuf:"varint,5,opt,name=encoding,proto3,enum=sigil.v1.SignatureEncoding" json:"encoding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignRequest) Reset() {
+	*x = SignRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignRequest) ProtoMessage() {}
+
+func (x *SignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
+func (*SignRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SignRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SignRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SignRequest) GetInput() isSignRequest_Input {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *SignRequest) GetDigest() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*SignRequest_Digest); ok {
+			return x.Digest
+		}
+	}
+	return nil
+}
+
+func (x *SignRequest) GetMessage() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*SignRequest_Message); ok {
+			return x.Message
+		}
+	}
+	return nil
+}
+
+func (x *SignRequest) GetEncoding() SignatureEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return SignatureEncoding_SIGNATURE_ENCODING_UNSPECIFIED
+}
+
+type isSignRequest_Input interface {
+	isSignRequest_Input()
+}
+
+type SignRequest_Digest struct {
+	// A digest made with the algorithm's hash (SHA-256 or SHA-384). Not
+	// for ED25519, which signs whole messages.
+	Digest []byte `protobuf:"bytes,3,opt,name=digest,proto3,oneof"`
+}
+
+type SignRequest_Message struct {
+	// A message of at most 64 KiB, hashed by the server.
+	Message []byte `protobuf:"bytes,4,opt,name=message,proto3,oneof"`
+}
+
+func (*SignRequest_Digest) isSignRequest_Input() {}
+
+func (*SignRequest_Message) isSignRequest_Input() {}
+
+type SignResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Signature     []byte                 `protobuf:"bytes,1,opt,name=signature,proto3" json:"signature,omitempty"`
+	KeyVersion    uint32                 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	Algorithm     Algorithm              `protobuf:"varint,3,opt,name=algorithm,proto3,enum=sigil.v1.Algorithm" json:"algorithm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignResponse) Reset() {
+	*x = SignResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignResponse) ProtoMessage() {}
+
+func (x *SignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
+func (*SignResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SignResponse) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *SignResponse) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
+func (x *SignResponse) GetAlgorithm() Algorithm {
+	if x != nil {
+		return x.Algorithm
+	}
+	return Algorithm_ALGORITHM_UNSPECIFIED
+}
+
+type VerifyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The version whose public key to use; 0 means the primary version.
+	Version uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Types that are valid to be assigned to Input:
+	//
+	//	*VerifyRequest_Digest
+	//	*VerifyRequest_Message
+	Input         isVerifyRequest_Input `protobuf_oneof:"input"`
+	Signature     []byte                `protobuf:"bytes,5,opt,name=signature,proto3" json:"signature,omitempty"`
+	Encoding      SignatureEncoding     `protobuf:"varint,6,opt,name=encoding,proto3,enum=sigil.v1.SignatureEncoding" json:"encoding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyRequest) Reset() {
+	*x = VerifyRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyRequest) ProtoMessage() {}
+
+func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
+func (*VerifyRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *VerifyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VerifyRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *VerifyRequest) GetInput() isVerifyRequest_Input {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetDigest() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*VerifyRequest_Digest); ok {
+			return x.Digest
+		}
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetMessage() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*VerifyRequest_Message); ok {
+			return x.Message
+		}
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *VerifyRequest) GetEncoding() SignatureEncoding {
+	if x != nil {
+		return x.Encoding
+	}
+	return SignatureEncoding_SIGNATURE_ENCODING_UNSPECIFIED
+}
+
+type isVerifyRequest_Input interface {
+	isVerifyRequest_Input()
+}
+
+type VerifyRequest_Digest struct {
+	Digest []byte `protobuf:"bytes,3,opt,name=digest,proto3,oneof"`
+}
+
+type VerifyRequest_Message struct {
+	Message []byte `protobuf:"bytes,4,opt,name=message,proto3,oneof"`
+}
+
+func (*VerifyRequest_Digest) isVerifyRequest_Input() {}
+
+func (*VerifyRequest_Message) isVerifyRequest_Input() {}
+
+type VerifyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Valid         bool                   `protobuf:"varint,1,opt,name=valid,proto3" json:"valid,omitempty"`
+	KeyVersion    uint32                 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyResponse) Reset() {
+	*x = VerifyResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyResponse) ProtoMessage() {}
+
+func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
+func (*VerifyResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *VerifyResponse) GetValid() bool {
+	if x != nil {
+		return x.Valid
+	}
+	return false
+}
+
+func (x *VerifyResponse) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
+type GetPublicKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// 0 means the primary version.
+	Version       uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPublicKeyRequest) Reset() {
+	*x = GetPublicKeyRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeyRequest) ProtoMessage() {}
+
+func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeyRequest.ProtoReflect.Descriptor instead.
+func (*GetPublicKeyRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetPublicKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetPublicKeyRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type GetPublicKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PEM "PUBLIC KEY" (SubjectPublicKeyInfo).
+	Pem string `protobuf:"bytes,1,opt,name=pem,proto3" json:"pem,omitempty"`
+	// The public JWK (RFC 7517) with kid, alg and use.
+	Jwk           string    `protobuf:"bytes,2,opt,name=jwk,proto3" json:"jwk,omitempty"`
+	Algorithm     Algorithm `protobuf:"varint,3,opt,name=algorithm,proto3,enum=sigil.v1.Algorithm" json:"algorithm,omitempty"`
+	KeyVersion    uint32    `protobuf:"varint,4,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPublicKeyResponse) Reset() {
+	*x = GetPublicKeyResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPublicKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPublicKeyResponse) ProtoMessage() {}
+
+func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPublicKeyResponse.ProtoReflect.Descriptor instead.
+func (*GetPublicKeyResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetPublicKeyResponse) GetPem() string {
+	if x != nil {
+		return x.Pem
+	}
+	return ""
+}
+
+func (x *GetPublicKeyResponse) GetJwk() string {
+	if x != nil {
+		return x.Jwk
+	}
+	return ""
+}
+
+func (x *GetPublicKeyResponse) GetAlgorithm() Algorithm {
+	if x != nil {
+		return x.Algorithm
+	}
+	return Algorithm_ALGORITHM_UNSPECIFIED
+}
+
+func (x *GetPublicKeyResponse) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
+type SignJWTRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The JWT claims set.
+	Claims *structpb.Struct `protobuf:"bytes,2,opt,name=claims,proto3" json:"claims,omitempty"`
+	// Extra protected headers: only "typ" (default "JWT") and "cty".
+	Headers       map[string]string `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignJWTRequest) Reset() {
+	*x = SignJWTRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignJWTRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignJWTRequest) ProtoMessage() {}
+
+func (x *SignJWTRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignJWTRequest.ProtoReflect.Descriptor instead.
+func (*SignJWTRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SignJWTRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SignJWTRequest) GetClaims() *structpb.Struct {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
+func (x *SignJWTRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+type SignJWTResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The compact JWS.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	KeyVersion    uint32 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignJWTResponse) Reset() {
+	*x = SignJWTResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignJWTResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignJWTResponse) ProtoMessage() {}
+
+func (x *SignJWTResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignJWTResponse.ProtoReflect.Descriptor instead.
+func (*SignJWTResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SignJWTResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *SignJWTResponse) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
 var File_sigil_v1_service_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"\x16sigil/v1/service.proto\x12\bsigil.v1\x1a\x12sigil/v1/key.proto\"\xd4\x01\n" +
+	"\x16sigil/v1/service.proto\x12\bsigil.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x12sigil/v1/key.proto\"\xd4\x01\n" +
 	"\x10CreateKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\talgorithm\x18\x02 \x01(\x0e2\x13.sigil.v1.AlgorithmR\talgorithm\x12>\n" +
@@ -806,7 +1436,55 @@ const file_sigil_v1_service_proto_rawDesc = "" +
 	"\x0fDecryptResponse\x12\x1c\n" +
 	"\tplaintext\x18\x01 \x01(\fR\tplaintext\x12\x1f\n" +
 	"\vkey_version\x18\x02 \x01(\rR\n" +
-	"keyVersion2\xfa\x03\n" +
+	"keyVersion\"\xb3\x01\n" +
+	"\vSignRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x18\n" +
+	"\x06digest\x18\x03 \x01(\fH\x00R\x06digest\x12\x1a\n" +
+	"\amessage\x18\x04 \x01(\fH\x00R\amessage\x127\n" +
+	"\bencoding\x18\x05 \x01(\x0e2\x1b.sigil.v1.SignatureEncodingR\bencodingB\a\n" +
+	"\x05input\"\x80\x01\n" +
+	"\fSignResponse\x12\x1c\n" +
+	"\tsignature\x18\x01 \x01(\fR\tsignature\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\rR\n" +
+	"keyVersion\x121\n" +
+	"\talgorithm\x18\x03 \x01(\x0e2\x13.sigil.v1.AlgorithmR\talgorithm\"\xd3\x01\n" +
+	"\rVerifyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x18\n" +
+	"\x06digest\x18\x03 \x01(\fH\x00R\x06digest\x12\x1a\n" +
+	"\amessage\x18\x04 \x01(\fH\x00R\amessage\x12\x1c\n" +
+	"\tsignature\x18\x05 \x01(\fR\tsignature\x127\n" +
+	"\bencoding\x18\x06 \x01(\x0e2\x1b.sigil.v1.SignatureEncodingR\bencodingB\a\n" +
+	"\x05input\"G\n" +
+	"\x0eVerifyResponse\x12\x14\n" +
+	"\x05valid\x18\x01 \x01(\bR\x05valid\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\rR\n" +
+	"keyVersion\"C\n" +
+	"\x13GetPublicKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"\x8e\x01\n" +
+	"\x14GetPublicKeyResponse\x12\x10\n" +
+	"\x03pem\x18\x01 \x01(\tR\x03pem\x12\x10\n" +
+	"\x03jwk\x18\x02 \x01(\tR\x03jwk\x121\n" +
+	"\talgorithm\x18\x03 \x01(\x0e2\x13.sigil.v1.AlgorithmR\talgorithm\x12\x1f\n" +
+	"\vkey_version\x18\x04 \x01(\rR\n" +
+	"keyVersion\"\xd2\x01\n" +
+	"\x0eSignJWTRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12/\n" +
+	"\x06claims\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x06claims\x12?\n" +
+	"\aheaders\x18\x03 \x03(\v2%.sigil.v1.SignJWTRequest.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"H\n" +
+	"\x0fSignJWTResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\rR\n" +
+	"keyVersion*o\n" +
+	"\x11SignatureEncoding\x12\"\n" +
+	"\x1eSIGNATURE_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16SIGNATURE_ENCODING_DER\x10\x01\x12\x1a\n" +
+	"\x16SIGNATURE_ENCODING_RAW\x10\x022\xfd\x05\n" +
 	"\x14KeyManagementService\x12D\n" +
 	"\tCreateKey\x12\x1a.sigil.v1.CreateKeyRequest\x1a\x1b.sigil.v1.CreateKeyResponse\x12;\n" +
 	"\x06GetKey\x12\x17.sigil.v1.GetKeyRequest\x1a\x18.sigil.v1.GetKeyResponse\x12A\n" +
@@ -814,7 +1492,11 @@ const file_sigil_v1_service_proto_rawDesc = "" +
 	"\tRotateKey\x12\x1a.sigil.v1.RotateKeyRequest\x1a\x1b.sigil.v1.RotateKeyResponse\x12V\n" +
 	"\x0fListKeyVersions\x12 .sigil.v1.ListKeyVersionsRequest\x1a!.sigil.v1.ListKeyVersionsResponse\x12>\n" +
 	"\aEncrypt\x12\x18.sigil.v1.EncryptRequest\x1a\x19.sigil.v1.EncryptResponse\x12>\n" +
-	"\aDecrypt\x12\x18.sigil.v1.DecryptRequest\x1a\x19.sigil.v1.DecryptResponseB\x8e\x01\n" +
+	"\aDecrypt\x12\x18.sigil.v1.DecryptRequest\x1a\x19.sigil.v1.DecryptResponse\x125\n" +
+	"\x04Sign\x12\x15.sigil.v1.SignRequest\x1a\x16.sigil.v1.SignResponse\x12;\n" +
+	"\x06Verify\x12\x17.sigil.v1.VerifyRequest\x1a\x18.sigil.v1.VerifyResponse\x12M\n" +
+	"\fGetPublicKey\x12\x1d.sigil.v1.GetPublicKeyRequest\x1a\x1e.sigil.v1.GetPublicKeyResponse\x12>\n" +
+	"\aSignJWT\x12\x18.sigil.v1.SignJWTRequest\x1a\x19.sigil.v1.SignJWTResponseB\x8e\x01\n" +
 	"\fcom.sigil.v1B\fServiceProtoP\x01Z/github.com/sigil-kms/sigil/gen/sigil/v1;sigilv1\xa2\x02\x03SXX\xaa\x02\bSigil.V1\xca\x02\bSigil\\V1\xe2\x02\x14Sigil\\V1\\GPBMetadata\xea\x02\tSigil::V1b\x06proto3"
 
 var (
@@ -829,54 +1511,80 @@ func file_sigil_v1_service_proto_rawDescGZIP() []byte {
 	return file_sigil_v1_service_proto_rawDescData
 }
 
-var file_sigil_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_sigil_v1_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_sigil_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_sigil_v1_service_proto_goTypes = []any{
-	(*CreateKeyRequest)(nil),        // 0: sigil.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),       // 1: sigil.v1.CreateKeyResponse
-	(*GetKeyRequest)(nil),           // 2: sigil.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),          // 3: sigil.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),         // 4: sigil.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),        // 5: sigil.v1.ListKeysResponse
-	(*RotateKeyRequest)(nil),        // 6: sigil.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),       // 7: sigil.v1.RotateKeyResponse
-	(*ListKeyVersionsRequest)(nil),  // 8: sigil.v1.ListKeyVersionsRequest
-	(*ListKeyVersionsResponse)(nil), // 9: sigil.v1.ListKeyVersionsResponse
-	(*EncryptRequest)(nil),          // 10: sigil.v1.EncryptRequest
-	(*EncryptResponse)(nil),         // 11: sigil.v1.EncryptResponse
-	(*DecryptRequest)(nil),          // 12: sigil.v1.DecryptRequest
-	(*DecryptResponse)(nil),         // 13: sigil.v1.DecryptResponse
-	nil,                             // 14: sigil.v1.CreateKeyRequest.LabelsEntry
-	(Algorithm)(0),                  // 15: sigil.v1.Algorithm
-	(*Key)(nil),                     // 16: sigil.v1.Key
-	(*KeyVersion)(nil),              // 17: sigil.v1.KeyVersion
+	(SignatureEncoding)(0),          // 0: sigil.v1.SignatureEncoding
+	(*CreateKeyRequest)(nil),        // 1: sigil.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),       // 2: sigil.v1.CreateKeyResponse
+	(*GetKeyRequest)(nil),           // 3: sigil.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),          // 4: sigil.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),         // 5: sigil.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),        // 6: sigil.v1.ListKeysResponse
+	(*RotateKeyRequest)(nil),        // 7: sigil.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),       // 8: sigil.v1.RotateKeyResponse
+	(*ListKeyVersionsRequest)(nil),  // 9: sigil.v1.ListKeyVersionsRequest
+	(*ListKeyVersionsResponse)(nil), // 10: sigil.v1.ListKeyVersionsResponse
+	(*EncryptRequest)(nil),          // 11: sigil.v1.EncryptRequest
+	(*EncryptResponse)(nil),         // 12: sigil.v1.EncryptResponse
+	(*DecryptRequest)(nil),          // 13: sigil.v1.DecryptRequest
+	(*DecryptResponse)(nil),         // 14: sigil.v1.DecryptResponse
+	(*SignRequest)(nil),             // 15: sigil.v1.SignRequest
+	(*SignResponse)(nil),            // 16: sigil.v1.SignResponse
+	(*VerifyRequest)(nil),           // 17: sigil.v1.VerifyRequest
+	(*VerifyResponse)(nil),          // 18: sigil.v1.VerifyResponse
+	(*GetPublicKeyRequest)(nil),     // 19: sigil.v1.GetPublicKeyRequest
+	(*GetPublicKeyResponse)(nil),    // 20: sigil.v1.GetPublicKeyResponse
+	(*SignJWTRequest)(nil),          // 21: sigil.v1.SignJWTRequest
+	(*SignJWTResponse)(nil),         // 22: sigil.v1.SignJWTResponse
+	nil,                             // 23: sigil.v1.CreateKeyRequest.LabelsEntry
+	nil,                             // 24: sigil.v1.SignJWTRequest.HeadersEntry
+	(Algorithm)(0),                  // 25: sigil.v1.Algorithm
+	(*Key)(nil),                     // 26: sigil.v1.Key
+	(*KeyVersion)(nil),              // 27: sigil.v1.KeyVersion
+	(*structpb.Struct)(nil),         // 28: google.protobuf.Struct
 }
 var file_sigil_v1_service_proto_depIdxs = []int32{
-	15, // 0: sigil.v1.CreateKeyRequest.algorithm:type_name -> sigil.v1.Algorithm
-	14, // 1: sigil.v1.CreateKeyRequest.labels:type_name -> sigil.v1.CreateKeyRequest.LabelsEntry
-	16, // 2: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
-	16, // 3: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
-	16, // 4: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
-	17, // 5: sigil.v1.RotateKeyResponse.key_version:type_name -> sigil.v1.KeyVersion
-	17, // 6: sigil.v1.ListKeyVersionsResponse.key_versions:type_name -> sigil.v1.KeyVersion
-	0,  // 7: sigil.v1.KeyManagementService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
-	2,  // 8: sigil.v1.KeyManagementService.GetKey:input_type -> sigil.v1.GetKeyRequest
-	4,  // 9: sigil.v1.KeyManagementService.ListKeys:input_type -> sigil.v1.ListKeysRequest
-	6,  // 10: sigil.v1.KeyManagementService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
-	8,  // 11: sigil.v1.KeyManagementService.ListKeyVersions:input_type -> sigil.v1.ListKeyVersionsRequest
-	10, // 12: sigil.v1.KeyManagementService.Encrypt:input_type -> sigil.v1.EncryptRequest
-	12, // 13: sigil.v1.KeyManagementService.Decrypt:input_type -> sigil.v1.DecryptRequest
-	1,  // 14: sigil.v1.KeyManagementService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
-	3,  // 15: sigil.v1.KeyManagementService.GetKey:output_type -> sigil.v1.GetKeyResponse
-	5,  // 16: sigil.v1.KeyManagementService.ListKeys:output_type -> sigil.v1.ListKeysResponse
-	7,  // 17: sigil.v1.KeyManagementService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
-	9,  // 18: sigil.v1.KeyManagementService.ListKeyVersions:output_type -> sigil.v1.ListKeyVersionsResponse
-	11, // 19: sigil.v1.KeyManagementService.Encrypt:output_type -> sigil.v1.EncryptResponse
-	13, // 20: sigil.v1.KeyManagementService.Decrypt:output_type -> sigil.v1.DecryptResponse
-	14, // [14:21] is the sub-list for method output_type
-	7,  // [7:14] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	25, // 0: sigil.v1.CreateKeyRequest.algorithm:type_name -> sigil.v1.Algorithm
+	23, // 1: sigil.v1.CreateKeyRequest.labels:type_name -> sigil.v1.CreateKeyRequest.LabelsEntry
+	26, // 2: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
+	26, // 3: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
+	26, // 4: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
+	27, // 5: sigil.v1.RotateKeyResponse.key_version:type_name -> sigil.v1.KeyVersion
+	27, // 6: sigil.v1.ListKeyVersionsResponse.key_versions:type_name -> sigil.v1.KeyVersion
+	0,  // 7: sigil.v1.SignRequest.encoding:type_name -> sigil.v1.SignatureEncoding
+	25, // 8: sigil.v1.SignResponse.algorithm:type_name -> sigil.v1.Algorithm
+	0,  // 9: sigil.v1.VerifyRequest.encoding:type_name -> sigil.v1.SignatureEncoding
+	25, // 10: sigil.v1.GetPublicKeyResponse.algorithm:type_name -> sigil.v1.Algorithm
+	28, // 11: sigil.v1.SignJWTRequest.claims:type_name -> google.protobuf.Struct
+	24, // 12: sigil.v1.SignJWTRequest.headers:type_name -> sigil.v1.SignJWTRequest.HeadersEntry
+	1,  // 13: sigil.v1.KeyManagementService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
+	3,  // 14: sigil.v1.KeyManagementService.GetKey:input_type -> sigil.v1.GetKeyRequest
+	5,  // 15: sigil.v1.KeyManagementService.ListKeys:input_type -> sigil.v1.ListKeysRequest
+	7,  // 16: sigil.v1.KeyManagementService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
+	9,  // 17: sigil.v1.KeyManagementService.ListKeyVersions:input_type -> sigil.v1.ListKeyVersionsRequest
+	11, // 18: sigil.v1.KeyManagementService.Encrypt:input_type -> sigil.v1.EncryptRequest
+	13, // 19: sigil.v1.KeyManagementService.Decrypt:input_type -> sigil.v1.DecryptRequest
+	15, // 20: sigil.v1.KeyManagementService.Sign:input_type -> sigil.v1.SignRequest
+	17, // 21: sigil.v1.KeyManagementService.Verify:input_type -> sigil.v1.VerifyRequest
+	19, // 22: sigil.v1.KeyManagementService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
+	21, // 23: sigil.v1.KeyManagementService.SignJWT:input_type -> sigil.v1.SignJWTRequest
+	2,  // 24: sigil.v1.KeyManagementService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
+	4,  // 25: sigil.v1.KeyManagementService.GetKey:output_type -> sigil.v1.GetKeyResponse
+	6,  // 26: sigil.v1.KeyManagementService.ListKeys:output_type -> sigil.v1.ListKeysResponse
+	8,  // 27: sigil.v1.KeyManagementService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
+	10, // 28: sigil.v1.KeyManagementService.ListKeyVersions:output_type -> sigil.v1.ListKeyVersionsResponse
+	12, // 29: sigil.v1.KeyManagementService.Encrypt:output_type -> sigil.v1.EncryptResponse
+	14, // 30: sigil.v1.KeyManagementService.Decrypt:output_type -> sigil.v1.DecryptResponse
+	16, // 31: sigil.v1.KeyManagementService.Sign:output_type -> sigil.v1.SignResponse
+	18, // 32: sigil.v1.KeyManagementService.Verify:output_type -> sigil.v1.VerifyResponse
+	20, // 33: sigil.v1.KeyManagementService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
+	22, // 34: sigil.v1.KeyManagementService.SignJWT:output_type -> sigil.v1.SignJWTResponse
+	24, // [24:35] is the sub-list for method output_type
+	13, // [13:24] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_service_proto_init() }
@@ -885,18 +1593,27 @@ func file_sigil_v1_service_proto_init() {
 		return
 	}
 	file_sigil_v1_key_proto_init()
+	file_sigil_v1_service_proto_msgTypes[14].OneofWrappers = []any{
+		(*SignRequest_Digest)(nil),
+		(*SignRequest_Message)(nil),
+	}
+	file_sigil_v1_service_proto_msgTypes[16].OneofWrappers = []any{
+		(*VerifyRequest_Digest)(nil),
+		(*VerifyRequest_Message)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_service_proto_rawDesc), len(file_sigil_v1_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   15,
+			NumEnums:      1,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_sigil_v1_service_proto_goTypes,
 		DependencyIndexes: file_sigil_v1_service_proto_depIdxs,
+		EnumInfos:         file_sigil_v1_service_proto_enumTypes,
 		MessageInfos:      file_sigil_v1_service_proto_msgTypes,
 	}.Build()
 	File_sigil_v1_service_proto = out.File

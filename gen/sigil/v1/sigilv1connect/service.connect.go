@@ -54,6 +54,18 @@ const (
 	// KeyManagementServiceDecryptProcedure is the fully-qualified name of the KeyManagementService's
 	// Decrypt RPC.
 	KeyManagementServiceDecryptProcedure = "/sigil.v1.KeyManagementService/Decrypt"
+	// KeyManagementServiceSignProcedure is the fully-qualified name of the KeyManagementService's Sign
+	// RPC.
+	KeyManagementServiceSignProcedure = "/sigil.v1.KeyManagementService/Sign"
+	// KeyManagementServiceVerifyProcedure is the fully-qualified name of the KeyManagementService's
+	// Verify RPC.
+	KeyManagementServiceVerifyProcedure = "/sigil.v1.KeyManagementService/Verify"
+	// KeyManagementServiceGetPublicKeyProcedure is the fully-qualified name of the
+	// KeyManagementService's GetPublicKey RPC.
+	KeyManagementServiceGetPublicKeyProcedure = "/sigil.v1.KeyManagementService/GetPublicKey"
+	// KeyManagementServiceSignJWTProcedure is the fully-qualified name of the KeyManagementService's
+	// SignJWT RPC.
+	KeyManagementServiceSignJWTProcedure = "/sigil.v1.KeyManagementService/SignJWT"
 )
 
 // KeyManagementServiceClient is a client for the sigil.v1.KeyManagementService service.
@@ -73,6 +85,15 @@ type KeyManagementServiceClient interface {
 	Encrypt(context.Context, *v1.EncryptRequest) (*v1.EncryptResponse, error)
 	// Decrypt decrypts a ciphertext produced by Encrypt under the same key.
 	Decrypt(context.Context, *v1.DecryptRequest) (*v1.DecryptResponse, error)
+	// Sign signs a digest or a message with a signing key.
+	Sign(context.Context, *v1.SignRequest) (*v1.SignResponse, error)
+	// Verify checks a signature against a version's public key.
+	Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error)
+	// GetPublicKey returns a signing key version's public key as PEM and JWK.
+	GetPublicKey(context.Context, *v1.GetPublicKeyRequest) (*v1.GetPublicKeyResponse, error)
+	// SignJWT signs a JWT with the key's primary version. The server sets
+	// the alg and kid headers; callers cannot override them.
+	SignJWT(context.Context, *v1.SignJWTRequest) (*v1.SignJWTResponse, error)
 }
 
 // NewKeyManagementServiceClient constructs a client for the sigil.v1.KeyManagementService service.
@@ -128,6 +149,30 @@ func NewKeyManagementServiceClient(httpClient connect.HTTPClient, baseURL string
 			connect.WithSchema(keyManagementServiceMethods.ByName("Decrypt")),
 			connect.WithClientOptions(opts...),
 		),
+		sign: connect.NewClient[v1.SignRequest, v1.SignResponse](
+			httpClient,
+			baseURL+KeyManagementServiceSignProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("Sign")),
+			connect.WithClientOptions(opts...),
+		),
+		verify: connect.NewClient[v1.VerifyRequest, v1.VerifyResponse](
+			httpClient,
+			baseURL+KeyManagementServiceVerifyProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("Verify")),
+			connect.WithClientOptions(opts...),
+		),
+		getPublicKey: connect.NewClient[v1.GetPublicKeyRequest, v1.GetPublicKeyResponse](
+			httpClient,
+			baseURL+KeyManagementServiceGetPublicKeyProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("GetPublicKey")),
+			connect.WithClientOptions(opts...),
+		),
+		signJWT: connect.NewClient[v1.SignJWTRequest, v1.SignJWTResponse](
+			httpClient,
+			baseURL+KeyManagementServiceSignJWTProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("SignJWT")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -140,6 +185,10 @@ type keyManagementServiceClient struct {
 	listKeyVersions *connect.Client[v1.ListKeyVersionsRequest, v1.ListKeyVersionsResponse]
 	encrypt         *connect.Client[v1.EncryptRequest, v1.EncryptResponse]
 	decrypt         *connect.Client[v1.DecryptRequest, v1.DecryptResponse]
+	sign            *connect.Client[v1.SignRequest, v1.SignResponse]
+	verify          *connect.Client[v1.VerifyRequest, v1.VerifyResponse]
+	getPublicKey    *connect.Client[v1.GetPublicKeyRequest, v1.GetPublicKeyResponse]
+	signJWT         *connect.Client[v1.SignJWTRequest, v1.SignJWTResponse]
 }
 
 // CreateKey calls sigil.v1.KeyManagementService.CreateKey.
@@ -205,6 +254,42 @@ func (c *keyManagementServiceClient) Decrypt(ctx context.Context, req *v1.Decryp
 	return nil, err
 }
 
+// Sign calls sigil.v1.KeyManagementService.Sign.
+func (c *keyManagementServiceClient) Sign(ctx context.Context, req *v1.SignRequest) (*v1.SignResponse, error) {
+	response, err := c.sign.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// Verify calls sigil.v1.KeyManagementService.Verify.
+func (c *keyManagementServiceClient) Verify(ctx context.Context, req *v1.VerifyRequest) (*v1.VerifyResponse, error) {
+	response, err := c.verify.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// GetPublicKey calls sigil.v1.KeyManagementService.GetPublicKey.
+func (c *keyManagementServiceClient) GetPublicKey(ctx context.Context, req *v1.GetPublicKeyRequest) (*v1.GetPublicKeyResponse, error) {
+	response, err := c.getPublicKey.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// SignJWT calls sigil.v1.KeyManagementService.SignJWT.
+func (c *keyManagementServiceClient) SignJWT(ctx context.Context, req *v1.SignJWTRequest) (*v1.SignJWTResponse, error) {
+	response, err := c.signJWT.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // KeyManagementServiceHandler is an implementation of the sigil.v1.KeyManagementService service.
 type KeyManagementServiceHandler interface {
 	// CreateKey creates a key and its first version inside the HSM.
@@ -222,6 +307,15 @@ type KeyManagementServiceHandler interface {
 	Encrypt(context.Context, *v1.EncryptRequest) (*v1.EncryptResponse, error)
 	// Decrypt decrypts a ciphertext produced by Encrypt under the same key.
 	Decrypt(context.Context, *v1.DecryptRequest) (*v1.DecryptResponse, error)
+	// Sign signs a digest or a message with a signing key.
+	Sign(context.Context, *v1.SignRequest) (*v1.SignResponse, error)
+	// Verify checks a signature against a version's public key.
+	Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error)
+	// GetPublicKey returns a signing key version's public key as PEM and JWK.
+	GetPublicKey(context.Context, *v1.GetPublicKeyRequest) (*v1.GetPublicKeyResponse, error)
+	// SignJWT signs a JWT with the key's primary version. The server sets
+	// the alg and kid headers; callers cannot override them.
+	SignJWT(context.Context, *v1.SignJWTRequest) (*v1.SignJWTResponse, error)
 }
 
 // NewKeyManagementServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -273,6 +367,30 @@ func NewKeyManagementServiceHandler(svc KeyManagementServiceHandler, opts ...con
 		connect.WithSchema(keyManagementServiceMethods.ByName("Decrypt")),
 		connect.WithHandlerOptions(opts...),
 	)
+	keyManagementServiceSignHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceSignProcedure,
+		svc.Sign,
+		connect.WithSchema(keyManagementServiceMethods.ByName("Sign")),
+		connect.WithHandlerOptions(opts...),
+	)
+	keyManagementServiceVerifyHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceVerifyProcedure,
+		svc.Verify,
+		connect.WithSchema(keyManagementServiceMethods.ByName("Verify")),
+		connect.WithHandlerOptions(opts...),
+	)
+	keyManagementServiceGetPublicKeyHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceGetPublicKeyProcedure,
+		svc.GetPublicKey,
+		connect.WithSchema(keyManagementServiceMethods.ByName("GetPublicKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	keyManagementServiceSignJWTHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceSignJWTProcedure,
+		svc.SignJWT,
+		connect.WithSchema(keyManagementServiceMethods.ByName("SignJWT")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/sigil.v1.KeyManagementService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case KeyManagementServiceCreateKeyProcedure:
@@ -289,6 +407,14 @@ func NewKeyManagementServiceHandler(svc KeyManagementServiceHandler, opts ...con
 			keyManagementServiceEncryptHandler.ServeHTTP(w, r)
 		case KeyManagementServiceDecryptProcedure:
 			keyManagementServiceDecryptHandler.ServeHTTP(w, r)
+		case KeyManagementServiceSignProcedure:
+			keyManagementServiceSignHandler.ServeHTTP(w, r)
+		case KeyManagementServiceVerifyProcedure:
+			keyManagementServiceVerifyHandler.ServeHTTP(w, r)
+		case KeyManagementServiceGetPublicKeyProcedure:
+			keyManagementServiceGetPublicKeyHandler.ServeHTTP(w, r)
+		case KeyManagementServiceSignJWTProcedure:
+			keyManagementServiceSignJWTHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -324,4 +450,20 @@ func (UnimplementedKeyManagementServiceHandler) Encrypt(context.Context, *v1.Enc
 
 func (UnimplementedKeyManagementServiceHandler) Decrypt(context.Context, *v1.DecryptRequest) (*v1.DecryptResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.Decrypt is not implemented"))
+}
+
+func (UnimplementedKeyManagementServiceHandler) Sign(context.Context, *v1.SignRequest) (*v1.SignResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.Sign is not implemented"))
+}
+
+func (UnimplementedKeyManagementServiceHandler) Verify(context.Context, *v1.VerifyRequest) (*v1.VerifyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.Verify is not implemented"))
+}
+
+func (UnimplementedKeyManagementServiceHandler) GetPublicKey(context.Context, *v1.GetPublicKeyRequest) (*v1.GetPublicKeyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.GetPublicKey is not implemented"))
+}
+
+func (UnimplementedKeyManagementServiceHandler) SignJWT(context.Context, *v1.SignJWTRequest) (*v1.SignJWTResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.SignJWT is not implemented"))
 }

@@ -1,0 +1,137 @@
+package pkcs11
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/sigil-kms/sigil/hsm"
+)
+
+// GenerateKey creates a persistent, sensitive, non-extractable key. An
+// AES256 key can only encrypt and decrypt. For a key pair only the private
+// key, which can only sign, is kept in the token; the public key is
+// generated as a session object, read, returned and destroyed.
+//
+// It returns hsm.ErrExists if a secret or private key with spec.ID exists.
+func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) (crypto.PublicKey, error) {
+	if err := checkID(spec.ID); err != nil {
+		return nil, err
+	}
+	if spec.Type != hsm.AES256 && !spec.Type.Asymmetric() {
+		return nil, fmt.Errorf("%w: key type %v (%d)", hsm.ErrInvalid, spec.Type, int(spec.Type))
+	}
+	b.genMu.Lock()
+	defer b.genMu.Unlock()
+	var (
+		k   key
+		pub crypto.PublicKey
+	)
+	err := b.session(ctx, func(s p11.SessionHandle) error {
+		objs, err := b.findID(s, spec.ID)
+		if err != nil {
+			return err
+		}
+		if len(keys(objs)) > 0 {
+			return fmt.Errorf("%w: id %x", hsm.ErrExists, spec.ID)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("hsm: %w", err)
+		}
+		if spec.Type == hsm.AES256 {
+			k, err = b.generateAES(s, spec)
+			return err
+		}
+		k, pub, err = b.generatePair(s, spec)
+		return err
+	})
+	if err != nil {
+		return nil, classify(err, hsm.ErrUnavailable)
+	}
+	b.handles.Store(string(spec.ID), k)
+	return pub, nil
+}
+
+// generateAES creates an AES-256 key usable only for encryption and
+// decryption (C_GenerateKey).
+func (b *Backend) generateAES(s p11.SessionHandle, spec hsm.KeySpec) (key, error) {
+	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_GEN, nil)}
+	tmpl := []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(p11.CKA_ENCRYPT, true),
+		p11.NewAttribute(p11.CKA_DECRYPT, true),
+		p11.NewAttribute(p11.CKA_WRAP, false),
+		p11.NewAttribute(p11.CKA_UNWRAP, false),
+		p11.NewAttribute(p11.CKA_SIGN, false),
+		p11.NewAttribute(p11.CKA_VERIFY, false),
+		p11.NewAttribute(p11.CKA_DERIVE, false),
+		p11.NewAttribute(p11.CKA_ID, spec.ID),
+		p11.NewAttribute(p11.CKA_LABEL, spec.Label),
+	}
+	h, err := b.mod.ctx.GenerateKey(s, mech, tmpl)
+	if err != nil {
+		return key{}, fmt.Errorf("C_GenerateKey: %w", err)
+	}
+	return key{h: h, class: p11.CKO_SECRET_KEY, typ: p11.CKK_AES}, nil
+}
+
+// generatePair creates a key pair (C_GenerateKeyPair), reads the public key
+// and destroys the public key object. If the public key cannot be read, the
+// private key is destroyed too, so that no key without a known public key
+// stays behind.
+func (b *Backend) generatePair(s p11.SessionHandle, spec hsm.KeySpec) (key, crypto.PublicKey, error) {
+	a := pairAlgorithms[spec.Type]
+	mech := []*p11.Mechanism{p11.NewMechanism(a.genMech, nil)}
+	pubTmpl := append([]*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, a.keyType),
+		// A session object: it disappears with the session even if the
+		// C_DestroyObject below fails. It has no CKA_ID, so no search for
+		// a key can find it.
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_PRIVATE, false),
+		p11.NewAttribute(p11.CKA_VERIFY, true),
+		p11.NewAttribute(p11.CKA_VERIFY_RECOVER, false),
+		p11.NewAttribute(p11.CKA_ENCRYPT, false),
+		p11.NewAttribute(p11.CKA_WRAP, false),
+		p11.NewAttribute(p11.CKA_DERIVE, false),
+	}, a.pubParams...)
+	privTmpl := []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_PRIVATE_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, a.keyType),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(p11.CKA_SIGN, true),
+		p11.NewAttribute(p11.CKA_SIGN_RECOVER, false),
+		p11.NewAttribute(p11.CKA_DECRYPT, false),
+		p11.NewAttribute(p11.CKA_UNWRAP, false),
+		p11.NewAttribute(p11.CKA_DERIVE, false),
+		p11.NewAttribute(p11.CKA_ID, spec.ID),
+		p11.NewAttribute(p11.CKA_LABEL, spec.Label),
+	}
+	pubH, privH, err := b.mod.ctx.GenerateKeyPair(s, mech, pubTmpl, privTmpl)
+	if err != nil {
+		return key{}, nil, fmt.Errorf("C_GenerateKeyPair(%v): %w", spec.Type, err)
+	}
+	pub, err := a.readPublic(b.mod.ctx, s, pubH)
+	// Should destroying the session object fail, it lives on only until the
+	// session closes; it holds nothing secret.
+	_ = b.mod.ctx.DestroyObject(s, pubH)
+	if err != nil {
+		if derr := b.mod.ctx.DestroyObject(s, privH); derr != nil {
+			err = fmt.Errorf("%w (and destroying the private key: %v)", err, derr)
+		}
+		return key{}, nil, fmt.Errorf("%w: public key of a new %v key: %w", hsm.ErrUnavailable, spec.Type, err)
+	}
+	return key{h: privH, class: p11.CKO_PRIVATE_KEY, typ: a.keyType, ecSize: a.ecSize}, pub, nil
+}
