@@ -3,7 +3,7 @@
 //	sigil [--addr URL] COMMAND [flags] [args]
 //
 // Commands: create-key, get-key, list-keys, rotate-key, list-versions,
-// encrypt, decrypt, sign, verify, public-key, sign-jwt. Metadata is printed as JSON; encrypt and decrypt read
+// encrypt, decrypt, sign, verify, public-key, sign-jwt, verify-jwt. Metadata is printed as JSON; encrypt and decrypt read
 // and write files, or stdin and stdout when a path is "-" or not given.
 package main
 
@@ -38,6 +38,7 @@ Commands:
   verify (--signature B64 | --signature-file FILE) [--in FILE] [--digest] [--version N] [--raw] NAME
   public-key [--version N] [--jwk] NAME
   sign-jwt [--claims JSON] [--typ T] [--cty C] NAME      (claims from stdin if not given)
+  verify-jwt [--jwks URL] TOKEN                          (checks against the JWKS only)
 
 The server address defaults to $SIGIL_ADDR or http://127.0.0.1:8380.
 `
@@ -55,6 +56,7 @@ type cli struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	client         sigilv1connect.KeyManagementServiceClient
+	addr           string
 }
 
 type command func(ctx context.Context, c *cli, args []string) error
@@ -71,6 +73,7 @@ var commands = map[string]command{
 	"verify":        verify,
 	"public-key":    publicKey,
 	"sign-jwt":      signJWT,
+	"verify-jwt":    verifyJWT,
 }
 
 // run executes one command and returns the process exit code.
@@ -96,8 +99,9 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		fmt.Fprintf(c.stderr, "sigil: unknown command %q\n\n%s", fs.Arg(0), usage)
 		return 2
 	}
+	c.addr = strings.TrimRight(addr, "/")
 	if c.client == nil {
-		c.client = sigilv1connect.NewKeyManagementServiceClient(http.DefaultClient, strings.TrimRight(addr, "/"))
+		c.client = sigilv1connect.NewKeyManagementServiceClient(http.DefaultClient, c.addr)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

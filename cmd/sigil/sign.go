@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sigil-kms/sigil/client"
 	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
 )
 
@@ -170,5 +172,33 @@ func signJWT(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	_, err = fmt.Fprintln(c.stdout, res.GetToken())
+	return err
+}
+
+func verifyJWT(ctx context.Context, c *cli, args []string) error {
+	fs := flag.NewFlagSet("verify-jwt", flag.ContinueOnError)
+	jwksURL := fs.String("jwks", "", "JWKS URL (default: the server's /.well-known/jwks.json)")
+	pos, err := parse(fs, c, args, 1, "one token")
+	if err != nil {
+		return err
+	}
+	url := *jwksURL
+	if url == "" {
+		url = c.addr + "/.well-known/jwks.json"
+	}
+	v, err := client.NewVerifier(ctx, url, nil)
+	if err != nil {
+		return err
+	}
+	tok, err := v.Verify(ctx, strings.TrimSpace(pos[0]))
+	if err != nil {
+		fmt.Fprintln(c.stdout, "invalid")
+		return err
+	}
+	claims, err := json.Marshal(tok)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.stdout, "valid %s\n", claims)
 	return err
 }

@@ -63,7 +63,14 @@ func TestCLISigning(t *testing.T) {
 	if code != 0 || strings.Count(token, ".") != 2 {
 		t.Fatalf("sign-jwt = %d %q %s", code, token, stderr)
 	}
-	// The token verifies against the server's JWKS.
+	// The token verifies against the server's JWKS, with the CLI and with
+	// the client package.
+	if code, out, stderr := sigil(t, srv.URL, "", "verify-jwt", token); code != 0 || !strings.Contains(out, `"sub":"alice"`) {
+		t.Fatalf("verify-jwt = %d %q %s", code, out, stderr)
+	}
+	if code, out, _ := sigil(t, srv.URL, "", "verify-jwt", "--jwks", srv.URL+"/v1/keys/es/jwks.json", token[:len(token)-3]+"AA\n"); code != 1 || out != "invalid\n" {
+		t.Fatalf("verify-jwt of a damaged token = %d %q", code, out)
+	}
 	v, err := client.NewVerifier(t.Context(), srv.URL+"/v1/keys/es/jwks.json", nil)
 	if err != nil {
 		t.Fatal(err)
