@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -36,7 +37,7 @@ func start(t *testing.T) *sigil {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	counted := hsmtest.NewFaulty(b)
-	srv := httptest.NewUnstartedServer(server.New(kms.New(counted, postgrestest.NewStore(t)), server.Options{}))
+	srv := httptest.NewUnstartedServer(server.New(kms.New(counted, postgrestest.NewStore(t)), server.Options{Logger: slog.New(slog.DiscardHandler)}))
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)

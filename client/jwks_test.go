@@ -43,7 +43,7 @@ func TestJWKSAfterRotation(t *testing.T) {
 	if res, body := s.fetchJWKS(t, "/v1/keys/login/jwks.json", etag1); res.StatusCode != http.StatusNotModified || len(body) != 0 {
 		t.Fatalf("If-None-Match with the current ETag = %d %q", res.StatusCode, body)
 	}
-	if _, err := s.c.RotateKey(ctx, &sigilv1.RotateKeyRequest{Name: "login"}); err != nil {
+	if _, err := s.c.RotateKey(ctx, &sigilv1.RotateKeyRequest{Name: "login", Immediate: true}); err != nil {
 		t.Fatal(err)
 	}
 	res, body = s.fetchJWKS(t, "/v1/keys/login/jwks.json", etag1)

@@ -154,6 +154,11 @@ type Backend interface {
 	// Exists reports whether a key object with the identifier exists.
 	Exists(ctx context.Context, id []byte) (bool, error)
 
+	// Random returns n random bytes from the module's generator
+	// (C_GenerateRandom). It returns ErrInvalid for n outside 1..1024 and
+	// ErrUnavailable if the module cannot be reached.
+	Random(ctx context.Context, n int) ([]byte, error)
+
 	// Ping checks that the module answers and the session is logged in. It
 	// returns ErrUnavailable otherwise.
 	Ping(ctx context.Context) error

@@ -84,6 +84,22 @@ type Key struct {
 	// Labels are free-form; a key without labels has nil Labels.
 	Labels     map[string]string
 	CreateTime time.Time
+
+	// RotationPeriod is how often the key rotates on schedule; 0 means
+	// never.
+	RotationPeriod time.Duration
+	// NextRotationTime is when the next scheduled rotation is due; zero
+	// when RotationPeriod is 0.
+	NextRotationTime time.Time
+	// DestroyDelay is how long a version waits in StateDestroyScheduled.
+	DestroyDelay time.Duration
+	// PublishLead is how long a new signing version is published before it
+	// becomes primary.
+	PublishLead time.Duration
+	// StagedPrimary is a version that becomes primary at PromoteTime; 0
+	// when none is staged.
+	StagedPrimary uint32
+	PromoteTime   time.Time
 }
 
 // Version is one version of a key.
@@ -98,6 +114,33 @@ type Version struct {
 	// symmetric keys and for pending versions.
 	PublicKey  []byte
 	CreateTime time.Time
+	// DestroyTime is when a StateDestroyScheduled version is due for
+	// destruction, or when a StateDestroyed one was destroyed.
+	DestroyTime time.Time
+	// EncryptCount is the number of encryptions reserved for this version
+	// so far (see ReserveEncryptions).
+	EncryptCount int64
+}
+
+// KeyUpdate changes a key's settings; nil fields stay as they are.
+type KeyUpdate struct {
+	RotationPeriod   *time.Duration
+	NextRotationTime *time.Time
+	DestroyDelay     *time.Duration
+	PublishLead      *time.Duration
+}
+
+// Transition is a conditional change of a version's state.
+type Transition struct {
+	// From lists the states the version may be in; otherwise the
+	// transition fails with ErrConflict.
+	From []State
+	To   State
+	// DestroyTime is stored with the new state (zero clears it).
+	DestroyTime time.Time
+	// NotPrimary makes the transition fail with ErrConflict if the version
+	// is the key's primary or staged primary.
+	NotPrimary bool
 }
 
 // PublicKey is the public key of one enabled version of a signing key, as
@@ -114,9 +157,11 @@ type PublicKey struct {
 
 // Store persists key metadata.
 type Store interface {
-	// CreateKey inserts k together with its version 1 in state
-	// StatePending with the given HSM identifier. k.PrimaryVersion is
-	// ignored and stored as 0. If k.ID is zero, CreateKey assigns a random
+	// CreateKey inserts k (with its rotation settings, stored as given)
+	// together with its version 1 in state StatePending with the given HSM
+	// identifier. k.PrimaryVersion and k.StagedPrimary are ignored and
+	// stored as 0 (and PromoteTime as zero). If k.ID is zero, CreateKey
+	// assigns a random
 	// UUID; the returned Key carries the ID. It returns ErrExists if the
 	// name is taken.
 	CreateKey(ctx context.Context, k Key, hsmID []byte) (Key, Version, error)
@@ -138,7 +183,8 @@ type Store interface {
 	// CommitVersion moves a pending version to StateEnabled, records its
 	// public key (nil for symmetric keys; an empty one is stored as nil) and,
 	// if primary is true, makes it the key's primary unless a higher version
-	// already is. It returns ErrNotFound if the version does not exist and
+	// already is, dropping a staged primary no higher than the new primary.
+	// It returns ErrNotFound if the version does not exist and
 	// ErrConflict if it is not pending.
 	CommitVersion(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, primary bool) (Key, Version, error)
 
@@ -161,6 +207,61 @@ type Store interface {
 	// ordered by key name and version. An unknown keyName gives an empty
 	// list.
 	ListPublicKeys(ctx context.Context, keyName string) ([]PublicKey, error)
+
+	// UpdateKey changes the key's settings and returns the updated key, or
+	// ErrNotFound.
+	UpdateKey(ctx context.Context, keyID [16]byte, u KeyUpdate) (Key, error)
+
+	// StagePrimary makes version the key's staged primary, to become
+	// primary at promoteTime, unless the primary or staged primary is
+	// already at least version, when it changes nothing. It returns the key,
+	// ErrNotFound for an unknown key or version, and ErrConflict if the
+	// version is not enabled.
+	StagePrimary(ctx context.Context, keyID [16]byte, version uint32, promoteTime time.Time) (Key, error)
+
+	// PromoteDue makes every staged primary whose PromoteTime is at or
+	// before now the primary, and returns the keys it changed. A due staged
+	// primary that is no longer enabled, or no longer higher than the
+	// primary, is dropped instead (and its key is among those returned).
+	PromoteDue(ctx context.Context, now time.Time) ([]Key, error)
+
+	// SetVersionState changes a version's state if t allows it. It returns
+	// ErrNotFound for an unknown version and ErrConflict if the version is
+	// not in one of t.From, or is primary while t.NotPrimary is set.
+	SetVersionState(ctx context.Context, keyID [16]byte, version uint32, t Transition) (Version, error)
+
+	// ListVersionsByState returns up to limit versions in the state, of
+	// all keys, oldest first (by CreateTime, then key ID and version), with
+	// DestroyTime set and at or before dueBy when dueBy is not zero.
+	ListVersionsByState(ctx context.Context, state State, dueBy time.Time, limit int) ([]Version, error)
+
+	// ListDueRotations returns up to limit keys whose NextRotationTime is
+	// set and at or before now, earliest first.
+	ListDueRotations(ctx context.Context, now time.Time, limit int) ([]Key, error)
+
+	// ClaimRotation moves a due key's NextRotationTime to next if it is
+	// still at or before now, and reports whether this call did so. Of
+	// several replicas racing for one due rotation, exactly one claims it.
+	// A zero next stops scheduled rotation; an unknown key is not claimed
+	// (false, without an error).
+	ClaimRotation(ctx context.Context, keyID [16]byte, now, next time.Time) (bool, error)
+
+	// ReserveEncryptions adds n to the version's EncryptCount and returns
+	// the new count. It returns ErrNotFound for an unknown version.
+	ReserveEncryptions(ctx context.Context, keyID [16]byte, version uint32, n int64) (int64, error)
+
+	// Watch calls changed with a key's ID after any change to the key or
+	// its versions commits, from any Store on the same database, until ctx
+	// ends or the connection fails; it returns the error then. A zero ID
+	// means anything may have changed (for example after a reconnect).
+	// changed is called from one goroutine and must not block for long.
+	Watch(ctx context.Context, changed func(keyID [16]byte)) error
+
+	// RunExclusive runs fn if no other Store on the same database is
+	// running an exclusive function under the same name, and reports
+	// whether it ran. Scheduled work uses it so that one replica at a time
+	// does it.
+	RunExclusive(ctx context.Context, name string, fn func(ctx context.Context) error) (bool, error)
 
 	// Ping checks that the database answers, or returns ErrUnavailable.
 	Ping(ctx context.Context) error

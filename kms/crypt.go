@@ -22,15 +22,24 @@ func (s *Service) Encrypt(ctx context.Context, name string, plaintext, aad []byt
 	if err != nil {
 		return nil, 0, err
 	}
-	if k.PrimaryVersion == 0 {
+	return s.encrypt(ctx, k, plaintext, aad)
+}
+
+// encrypt encrypts under the primary version of k.
+func (s *Service) encrypt(ctx context.Context, k keystore.Key, plaintext, aad []byte) ([]byte, uint32, error) {
+	primary := s.Primary(k)
+	if primary == 0 {
 		return nil, 0, newError(ErrFailedPrecondition, "key has no enabled version")
 	}
-	v, err := s.store.GetVersion(ctx, k.ID, k.PrimaryVersion)
+	v, err := s.store.GetVersion(ctx, k.ID, primary)
 	if err != nil {
 		return nil, 0, internal("get primary version", err)
 	}
 	if v.State != keystore.StateEnabled {
 		return nil, 0, newError(ErrFailedPrecondition, "primary version is not enabled")
+	}
+	if err := s.takeEncryption(ctx, k, v); err != nil {
+		return nil, 0, err
 	}
 	h := header{keyID: k.ID, version: v.Version}
 	if _, err := io.ReadFull(s.rand, h.nonce[:]); err != nil {
@@ -45,8 +54,9 @@ func (s *Service) Encrypt(ctx context.Context, name string, plaintext, aad []byt
 }
 
 // Decrypt decrypts a ciphertext that Encrypt produced under the named key
-// with the same aad. Every failure to decrypt returns the same error, which
-// matches ErrDecrypt.
+// with the same aad. Every failure of the ciphertext itself returns the same
+// error, which matches ErrDecrypt; a version that is disabled or scheduled
+// for destruction gives ErrFailedPrecondition, since it can be restored.
 func (s *Service) Decrypt(ctx context.Context, name string, ciphertext, aad []byte) ([]byte, uint32, error) {
 	if len(ciphertext) > MaxCiphertext {
 		return nil, 0, newError(ErrTooLarge, "ciphertext exceeds %d bytes", MaxCiphertext)
@@ -58,6 +68,11 @@ func (s *Service) Decrypt(ctx context.Context, name string, ciphertext, aad []by
 	if err != nil {
 		return nil, 0, err
 	}
+	return s.decrypt(ctx, k, ciphertext, aad)
+}
+
+// decrypt decrypts a ciphertext of k.
+func (s *Service) decrypt(ctx context.Context, k keystore.Key, ciphertext, aad []byte) ([]byte, uint32, error) {
 	h, body, ok := parseCiphertext(ciphertext)
 	if !ok || h.keyID != k.ID {
 		return nil, 0, errDecrypt
@@ -69,7 +84,11 @@ func (s *Service) Decrypt(ctx context.Context, name string, ciphertext, aad []by
 	if err != nil {
 		return nil, 0, internal("get version", err)
 	}
-	if v.State != keystore.StateEnabled {
+	switch v.State {
+	case keystore.StateEnabled:
+	case keystore.StateDisabled, keystore.StateDestroyScheduled:
+		return nil, 0, newError(ErrFailedPrecondition, "key version is not enabled")
+	default: // pending or destroyed
 		return nil, 0, errDecrypt
 	}
 	pt, err := s.hsm.Open(ctx, v.HSMID, h.nonce[:], body, associatedData(ciphertext[:headerSize], aad))

@@ -95,7 +95,7 @@ func (s *Service) signingVersion(ctx context.Context, name string, version uint3
 		return keystore.Key{}, keystore.Version{}, nil, err
 	}
 	if version == 0 {
-		version = k.PrimaryVersion
+		version = s.Primary(k)
 	}
 	if version == 0 {
 		return keystore.Key{}, keystore.Version{}, nil, newError(ErrFailedPrecondition, "key has no enabled version")

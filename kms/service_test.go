@@ -154,7 +154,7 @@ func TestDecryptFailuresAreUniform(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherCT, _, _ := f.svc.Encrypt(ctx, "b", []byte("secret"), []byte("aad"))
-	if _, err := f.svc.RotateKey(ctx, "a"); err != nil {
+	if _, err := f.svc.RotateKey(ctx, "a", false); err != nil {
 		t.Fatal(err)
 	}
 	bad := map[string][]byte{"empty": nil, "other key": otherCT, "extended": append(bytes.Clone(ct), 0)}
@@ -195,7 +195,7 @@ func TestRotation(t *testing.T) {
 			t.Fatalf("Encrypt #%d = v%d, %v", i, v, err)
 		}
 		cts = append(cts, ct)
-		nv, err := f.svc.RotateKey(ctx, "k")
+		nv, err := f.svc.RotateKey(ctx, "k", false)
 		if err != nil || nv.Version != uint32(i+1) || nv.State != keystore.StateEnabled {
 			t.Fatalf("Rotate #%d = %+v, %v", i, nv, err)
 		}
@@ -234,7 +234,7 @@ func TestRotateFailureKeepsPrimary(t *testing.T) {
 	f := newFixture(t)
 	f.createKey(t, "k")
 	f.hsm.Fail(fmt.Errorf("%w: CKR_DEVICE_REMOVED", hsm.ErrUnavailable))
-	if _, err := f.svc.RotateKey(ctx, "k"); !errors.Is(err, ErrUnavailable) {
+	if _, err := f.svc.RotateKey(ctx, "k", false); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("RotateKey = %v, want ErrUnavailable", err)
 	}
 	f.hsm.Recover()
@@ -246,7 +246,7 @@ func TestRotateFailureKeepsPrimary(t *testing.T) {
 	if len(vs) != 1 {
 		t.Fatalf("versions after failed rotation = %+v", vs)
 	}
-	v, err := f.svc.RotateKey(ctx, "k")
+	v, err := f.svc.RotateKey(ctx, "k", false)
 	if err != nil || v.Version != 3 {
 		t.Fatalf("next rotation = %+v, %v; want version 3 (2 is never reused)", v, err)
 	}
@@ -296,7 +296,7 @@ func TestUnknownKey(t *testing.T) {
 	if _, _, err := f.svc.Decrypt(ctx, "nope", nil, nil); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.RotateKey(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := f.svc.RotateKey(ctx, "nope", false); !errors.Is(err, ErrNotFound) {
 		t.Fatal(err)
 	}
 	if _, _, err := f.svc.ListKeyVersions(ctx, "nope", 0, ""); !errors.Is(err, ErrNotFound) {

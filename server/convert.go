@@ -1,7 +1,10 @@
 package server
 
 import (
+	"time"
+
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
@@ -47,24 +50,63 @@ func algorithmFrom(a sigilv1.Algorithm) keystore.Algorithm {
 	return algorithmFromProto[a]
 }
 
-func keyToProto(k keystore.Key) *sigilv1.Key {
-	return &sigilv1.Key{
-		Id:             uuid.UUID(k.ID).String(),
-		Name:           k.Name,
-		Purpose:        purposeToProto[k.Purpose],
-		Algorithm:      algorithmToProto[k.Algorithm],
-		PrimaryVersion: k.PrimaryVersion,
-		CreateTime:     timestamppb.New(k.CreateTime),
-		Labels:         k.Labels,
+// keyToProto converts a key; primary is the version that is primary now
+// (a staged primary whose time has come counts).
+func keyToProto(k keystore.Key, primary uint32) *sigilv1.Key {
+	pk := &sigilv1.Key{
+		Id:               uuid.UUID(k.ID).String(),
+		Name:             k.Name,
+		Purpose:          purposeToProto[k.Purpose],
+		Algorithm:        algorithmToProto[k.Algorithm],
+		PrimaryVersion:   primary,
+		CreateTime:       timestamppb.New(k.CreateTime),
+		Labels:           k.Labels,
+		RotationPeriod:   durationOrNil(k.RotationPeriod),
+		NextRotationTime: timeOrNil(k.NextRotationTime),
+		DestroyDelay:     durationpb.New(k.DestroyDelay),
+		PublishLead:      durationpb.New(k.PublishLead),
 	}
+	if k.StagedPrimary > primary {
+		pk.StagedPrimaryVersion = k.StagedPrimary
+		pk.PromoteTime = timestamppb.New(k.PromoteTime)
+	}
+	return pk
+}
+
+func durationOrNil(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+func timeOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// durationFrom returns a checked duration, or nil when d is unset; an
+// out-of-range duration becomes -1, which the core refuses.
+func durationFrom(d *durationpb.Duration) *time.Duration {
+	if d == nil {
+		return nil
+	}
+	v := time.Duration(-1)
+	if d.CheckValid() == nil {
+		v = d.AsDuration()
+	}
+	return &v
 }
 
 func versionToProto(k keystore.Key, v keystore.Version) *sigilv1.KeyVersion {
 	return &sigilv1.KeyVersion{
-		KeyName:    k.Name,
-		Version:    v.Version,
-		State:      stateToProto[v.State],
-		Algorithm:  algorithmToProto[k.Algorithm],
-		CreateTime: timestamppb.New(v.CreateTime),
+		KeyName:     k.Name,
+		Version:     v.Version,
+		State:       stateToProto[v.State],
+		Algorithm:   algorithmToProto[k.Algorithm],
+		CreateTime:  timestamppb.New(v.CreateTime),
+		DestroyTime: timeOrNil(v.DestroyTime),
 	}
 }

@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
 	"github.com/sigil-kms/sigil/gen/sigil/v1/sigilv1connect"
@@ -17,15 +20,23 @@ type handler struct {
 var _ sigilv1connect.KeyManagementServiceHandler = (*handler)(nil)
 
 func (h *handler) CreateKey(ctx context.Context, req *sigilv1.CreateKeyRequest) (*sigilv1.CreateKeyResponse, error) {
-	k, err := h.svc.CreateKey(ctx, kms.CreateKeyRequest{
+	r := kms.CreateKeyRequest{
 		Name:      req.GetName(),
 		Algorithm: algorithmFrom(req.GetAlgorithm()),
 		Labels:    req.GetLabels(),
-	})
+	}
+	for dst, src := range map[*time.Duration]*durationpb.Duration{
+		&r.RotationPeriod: req.GetRotationPeriod(), &r.DestroyDelay: req.GetDestroyDelay(), &r.PublishLead: req.GetPublishLead(),
+	} {
+		if d := durationFrom(src); d != nil {
+			*dst = *d
+		}
+	}
+	k, err := h.svc.CreateKey(ctx, r)
 	if err != nil {
 		return nil, err
 	}
-	return &sigilv1.CreateKeyResponse{Key: keyToProto(k)}, nil
+	return &sigilv1.CreateKeyResponse{Key: keyToProto(k, h.svc.Primary(k))}, nil
 }
 
 func (h *handler) GetKey(ctx context.Context, req *sigilv1.GetKeyRequest) (*sigilv1.GetKeyResponse, error) {
@@ -33,7 +44,7 @@ func (h *handler) GetKey(ctx context.Context, req *sigilv1.GetKeyRequest) (*sigi
 	if err != nil {
 		return nil, err
 	}
-	return &sigilv1.GetKeyResponse{Key: keyToProto(k)}, nil
+	return &sigilv1.GetKeyResponse{Key: keyToProto(k, h.svc.Primary(k))}, nil
 }
 
 func (h *handler) ListKeys(ctx context.Context, req *sigilv1.ListKeysRequest) (*sigilv1.ListKeysResponse, error) {
@@ -43,7 +54,7 @@ func (h *handler) ListKeys(ctx context.Context, req *sigilv1.ListKeysRequest) (*
 	}
 	res := &sigilv1.ListKeysResponse{NextPageToken: next, Keys: make([]*sigilv1.Key, len(keys))}
 	for i, k := range keys {
-		res.Keys[i] = keyToProto(k)
+		res.Keys[i] = keyToProto(k, h.svc.Primary(k))
 	}
 	return res, nil
 }
@@ -53,7 +64,7 @@ func (h *handler) RotateKey(ctx context.Context, req *sigilv1.RotateKeyRequest) 
 	if err != nil {
 		return nil, err
 	}
-	v, err := h.svc.RotateKey(ctx, k.Name)
+	v, err := h.svc.RotateKey(ctx, k.Name, req.GetImmediate())
 	if err != nil {
 		return nil, err
 	}

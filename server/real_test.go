@@ -13,6 +13,7 @@ import (
 	"github.com/sigil-kms/sigil/hsm/pkcs11"
 	"github.com/sigil-kms/sigil/keystore"
 	"github.com/sigil-kms/sigil/keystore/postgres/postgrestest"
+	"github.com/sigil-kms/sigil/kms"
 	"github.com/sigil-kms/sigil/softhsm"
 )
 
@@ -22,12 +23,13 @@ type real struct {
 	token *softhsm.Token
 	store keystore.Store
 	hsm   *hsmtest.Faulty // counts calls to the real backend
+	svc   *kms.Service
 	*testServer
 }
 
 // startReal serves Sigil over a fresh SoftHSM token and a fresh Postgres
 // database.
-func startReal(t *testing.T) real {
+func startReal(t *testing.T, opts ...kms.Option) real {
 	t.Helper()
 	tok := softhsm.NewToken(t)
 	store := postgrestest.NewStore(t)
@@ -37,7 +39,8 @@ func startReal(t *testing.T) real {
 	}
 	t.Cleanup(func() { _ = b.Close() })
 	counted := hsmtest.NewFaulty(b)
-	return real{token: tok, store: store, hsm: counted, testServer: startServer(t, counted, store)}
+	svc := kms.New(counted, store, opts...)
+	return real{token: tok, store: store, hsm: counted, svc: svc, testServer: startService(t, svc)}
 }
 
 func TestRealRoundTripAndRotations(t *testing.T) {

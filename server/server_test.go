@@ -56,8 +56,13 @@ type testServer struct {
 
 func startServer(t *testing.T, b hsm.Backend, s keystore.Store) *testServer {
 	t.Helper()
+	return startService(t, kms.New(b, s))
+}
+
+func startService(t *testing.T, svc *kms.Service) *testServer {
+	t.Helper()
 	logs := &syncBuffer{}
-	h := New(kms.New(b, s), Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	h := New(svc, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()

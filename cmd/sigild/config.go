@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 )
 
 // config is sigild's configuration, from flags with environment defaults.
@@ -23,6 +24,8 @@ type config struct {
 	tlsKey        string
 	dev           bool
 	logLevel      string
+	schedule      time.Duration
+	pendingGrace  time.Duration
 }
 
 const defaultModule = "/usr/lib/softhsm/libsofthsm2.so"
@@ -49,6 +52,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.tlsKey, "tls-key", env("SIGIL_TLS_KEY", ""), "TLS private key file (env SIGIL_TLS_KEY)")
 	fs.BoolVar(&c.dev, "dev", env("SIGIL_DEV", "") == "1", "development mode: no authentication, loopback only (env SIGIL_DEV=1)")
 	fs.StringVar(&c.logLevel, "log-level", env("SIGIL_LOG_LEVEL", "info"), "debug, info, warn or error (env SIGIL_LOG_LEVEL)")
+	fs.DurationVar(&c.schedule, "scheduler-interval", 30*time.Second, "how often scheduled rotation, promotion and destruction run")
+	fs.DurationVar(&c.pendingGrace, "pending-grace", 2*time.Minute, "age after which a half-made key version counts as abandoned")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -71,6 +76,12 @@ func (c config) check() error {
 	}
 	if (c.tlsCert == "") != (c.tlsKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key must be given together"))
+	}
+	if c.schedule <= 0 {
+		errs = append(errs, errors.New("--scheduler-interval must be positive"))
+	}
+	if c.pendingGrace < 0 {
+		errs = append(errs, errors.New("--pending-grace must not be negative"))
 	}
 	if c.hsmSessions < 1 {
 		errs = append(errs, errors.New("--hsm-max-sessions must be at least 1"))

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sigil-kms/sigil/hsm/pkcs11"
+	"github.com/sigil-kms/sigil/keystore/cache"
 	"github.com/sigil-kms/sigil/keystore/postgres"
 	"github.com/sigil-kms/sigil/kms"
 	"github.com/sigil-kms/sigil/server"
@@ -46,10 +47,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	store, err := postgres.Open(startCtx, cfg.databaseURL)
+	db, err := postgres.Open(startCtx, cfg.databaseURL)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
+	// Key metadata is served from memory; other replicas' changes arrive
+	// through the database's notifications.
+	store := cache.New(ctx, db, cache.Options{Logger: log})
 	defer store.Close()
 	pin, err := readPIN(cfg.hsmPINFile)
 	if err != nil {
@@ -66,7 +70,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	// The backend is closed only once no request can still be using it.
 	var inflight sync.WaitGroup
-	api := server.New(kms.New(backend, store), server.Options{Logger: log})
+	svc := kms.New(backend, store, kms.WithLogger(log), kms.WithPendingGrace(cfg.pendingGrace), kms.WithFailpoint(failpoint(getenv)))
+	if err := svc.Reconcile(startCtx); err != nil {
+		log.Error("reconciliation at start failed; the scheduler retries", "cause", err.Error())
+	}
+	schedCtx, stopScheduler := context.WithCancel(context.Background())
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		svc.RunScheduler(schedCtx, cfg.schedule)
+	}()
+	defer func() {
+		stopScheduler()
+		<-schedDone
+	}()
+	api := server.New(svc, server.Options{Logger: log})
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		inflight.Add(1)
 		defer inflight.Done()
@@ -140,5 +158,24 @@ func closeWhenIdle(inflight *sync.WaitGroup, backend io.Closer) error {
 		return backend.Close()
 	case <-time.After(10 * time.Second):
 		return errors.New("requests still running after shutdown; HSM sessions left open")
+	}
+}
+
+// failpointEnv names the step of making a key version at which sigild
+// kills itself with SIGKILL. It exists for crash tests only.
+const failpointEnv = "SIGIL_TEST_FAILPOINT"
+
+// failpoint returns the kms failpoint hook: a no-op unless failpointEnv is
+// set.
+func failpoint(getenv func(string) string) func(string) {
+	at := getenv(failpointEnv)
+	if at == "" {
+		return func(string) {}
+	}
+	return func(step string) {
+		if step == at {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // wait for the signal
+		}
 	}
 }

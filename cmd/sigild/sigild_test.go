@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,11 +37,15 @@ func TestMain(m *testing.M) {
 
 // process is a sigild running as a child process.
 type process struct {
-	cmd    *exec.Cmd
-	url    string
-	stderr *bytes.Buffer
-	done   chan struct{} // closed when the process has exited
-	err    error         // its exit status, set before done closes
+	cmd  *exec.Cmd
+	url  string
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit status, set before done closes
+
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	// lines receives a value (without blocking) when stderr grows.
+	lines chan struct{}
 }
 
 // wait waits for the process to exit and returns its exit status.
@@ -48,16 +54,62 @@ func (p *process) wait() error {
 	return p.err
 }
 
+// output returns what the process wrote to stderr so far.
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+// count returns how many lines of the process's stderr contain s.
+func (p *process) count(s string) int {
+	n := 0
+	for _, line := range strings.Split(p.output(), "\n") {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitOutput waits until the process writes more output, or until the
+// deadline.
+func (p *process) waitOutput(deadline time.Time) {
+	select {
+	case <-p.lines:
+	case <-time.After(time.Until(deadline)):
+	}
+}
+
+// exitSignal returns the signal that ended a process, from its Wait error.
+func exitSignal(err error) (syscall.Signal, bool) {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return 0, false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return 0, false
+	}
+	return ws.Signal(), true
+}
+
 var listening = regexp.MustCompile(`sigild: listening on (https?://\S+)`)
 
 // startSigild starts sigild on a free loopback port with the token and
 // database, and waits until it says where it listens.
 func startSigild(t *testing.T, tok *softhsm.Token, dbURL string, extra ...string) *process {
 	t.Helper()
+	return startSigildEnv(t, tok, dbURL, nil, extra...)
+}
+
+// startSigildEnv is startSigild with extra environment variables.
+func startSigildEnv(t *testing.T, tok *softhsm.Token, dbURL string, env []string, extra ...string) *process {
+	t.Helper()
 	args := append([]string{"--dev", "--listen", "127.0.0.1:0", "--database-url", dbURL,
 		"--hsm-module", tok.Module, "--hsm-token-label", tok.Label, "--hsm-pin-file", tok.PINFile}, extra...)
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), childEnv+"=1", "SOFTHSM2_CONF="+tok.Conf)
+	cmd.Env = append(append(os.Environ(), childEnv+"=1", "SOFTHSM2_CONF="+tok.Conf), env...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -65,13 +117,20 @@ func startSigild(t *testing.T, tok *softhsm.Token, dbURL string, extra ...string
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &process{cmd: cmd, done: make(chan struct{}), lines: make(chan struct{}, 1)}
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pipe)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			line := sc.Text()
+			p.mu.Lock()
 			p.stderr.WriteString(line + "\n")
+			p.mu.Unlock()
+			select {
+			case p.lines <- struct{}{}:
+			default:
+			}
 			if m := listening.FindStringSubmatch(line); m != nil {
 				found <- m[1]
 			}
@@ -87,13 +146,13 @@ func startSigild(t *testing.T, tok *softhsm.Token, dbURL string, extra ...string
 	select {
 	case u, ok := <-found:
 		if !ok {
-			t.Fatalf("sigild exited before listening:\n%s", p.stderr)
+			t.Fatalf("sigild exited before listening:\n%s", p.output())
 		}
 		p.url = u
 	case <-time.After(60 * time.Second):
 		_ = cmd.Process.Kill()
 		_ = p.wait()
-		t.Fatalf("sigild did not start within 60s:\n%s", p.stderr)
+		t.Fatalf("sigild did not start within 60s:\n%s", p.output())
 	}
 	return p
 }
@@ -167,7 +226,7 @@ func TestRestartKeepsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := p2.wait(); err != nil {
-		t.Fatalf("sigild exit after SIGTERM: %v\n%s", err, p2.stderr)
+		t.Fatalf("sigild exit after SIGTERM: %v\n%s", err, p2.output())
 	}
 }
 

@@ -26,6 +26,7 @@ func Exercise(t *testing.T, newBackend func(t *testing.T) hsm.Backend) {
 			t.Fatalf("Ping: %v", err)
 		}
 	})
+	t.Run("Random", func(t *testing.T) { testRandom(t, newBackend(t)) })
 	t.Run("Canceled", func(t *testing.T) { testCanceled(t, newBackend(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, newBackend(t)) })
 	exerciseSigning(t, newBackend)
@@ -243,6 +244,36 @@ func testExists(t *testing.T, b hsm.Backend) {
 	_, err = b.Seal(ctx, id, nonce, []byte("x"), nil)
 	wantErr(t, "Seal after Destroy", err, hsm.ErrNotFound)
 	wantErr(t, "second Destroy", b.Destroy(ctx, id), hsm.ErrNotFound)
+}
+
+func testRandom(t *testing.T, b hsm.Backend) {
+	ctx := t.Context()
+	for _, n := range []int{1, 16, 32, 1024} {
+		r, err := b.Random(ctx, n)
+		if err != nil {
+			t.Errorf("Random(%d): %v", n, err)
+			continue
+		}
+		if len(r) != n {
+			t.Errorf("Random(%d) returned %d bytes", n, len(r))
+		}
+	}
+	r1, err1 := b.Random(ctx, 32)
+	r2, err2 := b.Random(ctx, 32)
+	if err1 != nil || err2 != nil || bytes.Equal(r1, r2) {
+		t.Errorf("two calls to Random(32) gave the same bytes (errs %v, %v)", err1, err2)
+	}
+	for _, n := range []int{-1, 0, 1025, 1 << 20} {
+		r, err := b.Random(ctx, n)
+		wantErr(t, fmt.Sprintf("Random(%d)", n), err, hsm.ErrInvalid)
+		if r != nil {
+			t.Errorf("Random(%d) returned bytes with the error", n)
+		}
+	}
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err := b.Random(canceled, 32)
+	wantErr(t, "Random with a cancelled context", err, context.Canceled)
 }
 
 func testCanceled(t *testing.T, b hsm.Backend) {

@@ -22,6 +22,7 @@ const (
 	MethodOpen        = "Open"
 	MethodDestroy     = "Destroy"
 	MethodExists      = "Exists"
+	MethodRandom      = "Random"
 	MethodPing        = "Ping"
 	MethodClose       = "Close"
 )
@@ -147,6 +148,14 @@ func (f *Faulty) Exists(ctx context.Context, id []byte) (bool, error) {
 		return false, err
 	}
 	return f.b.Exists(ctx, id)
+}
+
+// Random calls the wrapped Backend unless failing.
+func (f *Faulty) Random(ctx context.Context, n int) ([]byte, error) {
+	if err := f.enter(MethodRandom); err != nil {
+		return nil, err
+	}
+	return f.b.Random(ctx, n)
 }
 
 // Ping calls the wrapped Backend unless failing.

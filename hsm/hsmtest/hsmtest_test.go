@@ -76,6 +76,14 @@ func TestFaulty(t *testing.T) {
 		t.Errorf("Seal while only Sign fails: %v", err)
 	}
 
+	f.Fail(ErrDevice, MethodRandom)
+	if _, err := f.Random(ctx, 32); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Errorf("Random while only Random fails: %v", err)
+	}
+	if got := f.Calls(MethodRandom); got != 1 {
+		t.Errorf("Calls(Random) = %d, want 1", got)
+	}
+
 	f.Fail(ErrDevice, MethodOpen)
 	if _, err := f.Seal(ctx, id, nonce, []byte("x"), nil); err != nil {
 		t.Errorf("Seal while only Open fails: %v", err)

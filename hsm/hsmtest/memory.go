@@ -183,6 +183,22 @@ func (m *Memory) exists(id []byte) bool {
 	return ok
 }
 
+// maxRandom is the largest n that Random accepts, as hsm.Backend documents.
+const maxRandom = 1024
+
+// Random returns n bytes from crypto/rand.
+func (m *Memory) Random(ctx context.Context, n int) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("hsm: %w", err)
+	}
+	if n < 1 || n > maxRandom {
+		return nil, fmt.Errorf("%w: %d random bytes requested, want 1..%d", hsm.ErrInvalid, n, maxRandom)
+	}
+	b := make([]byte, n)
+	rand.Read(b) // never fails (Go 1.24+)
+	return b, nil
+}
+
 // Ping returns nil unless ctx is done.
 func (m *Memory) Ping(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {

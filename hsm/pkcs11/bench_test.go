@@ -105,3 +105,26 @@ func BenchmarkSignES256(b *testing.B) { benchSign(b, hsm.ECP256, hsm.ECDSA) }
 func BenchmarkSignPS256(b *testing.B) { benchSign(b, hsm.RSA2048, hsm.RSAPSSSHA256) }
 
 func BenchmarkSignEdDSA(b *testing.B) { benchSign(b, hsm.Ed25519, hsm.EdDSA) }
+
+func BenchmarkRandom32(b *testing.B) {
+	be, _ := newBackend(b)
+	b.Run("serial", func(b *testing.B) {
+		b.SetBytes(32)
+		for b.Loop() {
+			if _, err := be.Random(b.Context(), 32); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.SetBytes(32)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := be.Random(b.Context(), 32); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}

@@ -21,6 +21,8 @@ const testTimeout = 30 * time.Second
 // Exercise runs the conformance suite for keystore.Store on the stores that
 // newStore returns. It calls newStore once per subtest and expects an empty
 // store each time; newStore should register its own cleanup (t.Cleanup).
+// The tests about replicas sharing a database run with one store in both
+// roles; ExerciseReplicas runs them with two.
 func Exercise(t *testing.T, newStore func(t *testing.T) keystore.Store) {
 	t.Helper()
 	tests := []struct {
@@ -54,10 +56,55 @@ func Exercise(t *testing.T, newStore func(t *testing.T) keystore.Store) {
 		{"NilPublicKey", testNilPublicKey},
 		{"ListPublicKeys", testListPublicKeys},
 		{"ListPublicKeysEmpty", testListPublicKeysEmpty},
+		{"RotationSettings", testRotationSettings},
+		{"UpdateKey", testUpdateKey},
+		{"StagedPromotion", testStagedPromotion},
+		{"StagePrimaryRules", testStagePrimaryRules},
+		{"CommitClearsStaleStaged", testCommitClearsStaleStaged},
+		{"PromoteDropsDisabledStaged", testPromoteDropsDisabledStaged},
+		{"SetVersionState", testSetVersionState},
+		{"SetVersionStateNotPrimary", testSetVersionStateNotPrimary},
+		{"ListVersionsByState", testListVersionsByState},
+		{"ListDueRotations", testListDueRotations},
+		{"ClaimRotation", testClaimRotation},
+		{"ReserveEncryptions", testReserveEncryptions},
+		{"LifecycleUnknownKey", testLifecycleUnknownKey},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.test(t, newStore(t))
+		})
+	}
+	for _, tc := range replicaTests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			tc.test(t, s, s)
+		})
+	}
+}
+
+// replicaTests are the tests of stores that share a database: each gets
+// two, a and b, which may be one and the same.
+var replicaTests = []struct {
+	name string
+	test func(t *testing.T, a, b keystore.Store)
+}{
+	{"WatchDelivers", testWatchDelivers},
+	{"WatchStops", testWatchStops},
+	{"RunExclusive", testRunExclusive},
+	{"ClaimRotationRace", testClaimRotationRace},
+	{"ConcurrentReserveEncryptions", testConcurrentReserve},
+}
+
+// ExerciseReplicas runs the tests about replicas sharing a database on the
+// pairs of stores that newReplicas returns: two stores on one new, empty
+// database, cleaned up by newReplicas (t.Cleanup).
+func ExerciseReplicas(t *testing.T, newReplicas func(t *testing.T) (a, b keystore.Store)) {
+	t.Helper()
+	for _, tc := range replicaTests {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newReplicas(t)
+			tc.test(t, a, b)
 		})
 	}
 }
@@ -163,6 +210,13 @@ func sameKey(a, b keystore.Key) string {
 		return fmt.Sprintf("labels %v != %v", a.Labels, b.Labels)
 	case !a.CreateTime.Equal(b.CreateTime):
 		return fmt.Sprintf("create time %v != %v", a.CreateTime, b.CreateTime)
+	case a.RotationPeriod != b.RotationPeriod || !a.NextRotationTime.Equal(b.NextRotationTime):
+		return fmt.Sprintf("rotation every %v next at %v != every %v next at %v",
+			a.RotationPeriod, a.NextRotationTime, b.RotationPeriod, b.NextRotationTime)
+	case a.DestroyDelay != b.DestroyDelay || a.PublishLead != b.PublishLead:
+		return fmt.Sprintf("destroy delay %v, publish lead %v != %v, %v", a.DestroyDelay, a.PublishLead, b.DestroyDelay, b.PublishLead)
+	case a.StagedPrimary != b.StagedPrimary || !a.PromoteTime.Equal(b.PromoteTime):
+		return fmt.Sprintf("staged primary %d at %v != %d at %v", a.StagedPrimary, a.PromoteTime, b.StagedPrimary, b.PromoteTime)
 	}
 	return ""
 }
@@ -180,6 +234,8 @@ func sameVersion(a, b keystore.Version) string {
 		return fmt.Sprintf("public key %x (nil %t) != %x (nil %t)", a.PublicKey, a.PublicKey == nil, b.PublicKey, b.PublicKey == nil)
 	case !a.CreateTime.Equal(b.CreateTime):
 		return fmt.Sprintf("create time %v != %v", a.CreateTime, b.CreateTime)
+	case !a.DestroyTime.Equal(b.DestroyTime) || a.EncryptCount != b.EncryptCount:
+		return fmt.Sprintf("destroy time %v, encrypt count %d != %v, %d", a.DestroyTime, a.EncryptCount, b.DestroyTime, b.EncryptCount)
 	}
 	return ""
 }
@@ -390,4 +446,16 @@ func testContextCancelled(t *testing.T, s keystore.Store) {
 	wantErr(t, "AddVersion with a cancelled context", err, context.Canceled)
 	_, err = s.ListPublicKeys(ctx, "")
 	wantErr(t, "ListPublicKeys with a cancelled context", err, context.Canceled)
+	_, err = s.PromoteDue(ctx, time.Now())
+	wantErr(t, "PromoteDue with a cancelled context", err, context.Canceled)
+	err = s.Watch(ctx, func([16]byte) {})
+	wantErr(t, "Watch with a cancelled context", err, context.Canceled)
+	ran, err := s.RunExclusive(ctx, "cancelled", func(context.Context) error {
+		t.Error("RunExclusive with a cancelled context ran fn")
+		return nil
+	})
+	if ran {
+		t.Error("RunExclusive with a cancelled context reported that fn ran")
+	}
+	wantErr(t, "RunExclusive with a cancelled context", err, context.Canceled)
 }

@@ -25,10 +25,12 @@ var errClosed = errors.New("keystoretest: memory store is closed")
 
 // Memory is an in-memory keystore.Store with the semantics of the real ones
 // (version numbers are never reused, a duplicate name is ErrExists, ...)
-// except that nothing is persisted and times come from the local clock. Like
-// the real stores it does not validate names, purposes or algorithms: that
-// belongs to the caller. It is safe for concurrent use. The zero value is
-// not ready for use; call NewMemory.
+// except that nothing is persisted and creation times come from the local
+// clock; like a database it keeps times to the microsecond. Like the real
+// stores it does not validate names, purposes or algorithms: that belongs to
+// the caller. Watch callers are told of a change before the call that made
+// it returns. It is safe for concurrent use. The zero value is not ready for
+// use; call NewMemory.
 type Memory struct {
 	mu     sync.Mutex
 	fail   error
@@ -36,6 +38,12 @@ type Memory struct {
 	keys   map[[16]byte]*memKey
 	byName map[string][16]byte
 	hsmIDs map[string]bool
+
+	// changed lists the keys changed since mu was locked; unlock tells
+	// the watchers about them.
+	changed   [][16]byte
+	watchers  map[*watcher]struct{}
+	exclusive map[string]bool
 }
 
 // memKey is a key and its versions, in ascending order.
@@ -48,19 +56,25 @@ type memKey struct {
 // NewMemory returns an empty Memory.
 func NewMemory() *Memory {
 	return &Memory{
-		keys:   make(map[[16]byte]*memKey),
-		byName: make(map[string][16]byte),
-		hsmIDs: make(map[string]bool),
+		keys:      make(map[[16]byte]*memKey),
+		byName:    make(map[string][16]byte),
+		hsmIDs:    make(map[string]bool),
+		watchers:  make(map[*watcher]struct{}),
+		exclusive: make(map[string]bool),
 	}
 }
 
 // Fail makes every later call return err (Close aside) until Recover, to
 // simulate a failing database; pass an error wrapping
-// keystore.ErrUnavailable for an outage.
+// keystore.ErrUnavailable for an outage. Running Watch calls return err, as
+// if their connection had failed.
 func (m *Memory) Fail(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.fail = err
+	if err != nil {
+		m.stopWatchers(err)
+	}
 }
 
 // Recover undoes Fail.
@@ -84,7 +98,36 @@ func (m *Memory) check(ctx context.Context) error {
 
 // now returns the current time as a database would store it.
 func now() time.Time {
-	return time.Now().Round(0).Truncate(time.Microsecond)
+	return dbTime(time.Now())
+}
+
+// dbTime returns t as a database would store it: to the microsecond,
+// without a monotonic clock reading; the zero time stays zero (NULL).
+func dbTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.Round(0).Truncate(time.Microsecond)
+}
+
+// unlock unlocks m.mu and then tells the watchers about the keys changed
+// while it was held. Methods that change keys lock m.mu, call touch and
+// defer unlock.
+func (m *Memory) unlock() {
+	ids := m.changed
+	m.changed = nil
+	watchers := slices.Collect(maps.Keys(m.watchers))
+	m.mu.Unlock()
+	for _, id := range ids {
+		for _, w := range watchers {
+			w.deliver(id)
+		}
+	}
+}
+
+// touch records that the key changed. The caller holds m.mu.
+func (m *Memory) touch(keyID [16]byte) {
+	m.changed = append(m.changed, keyID)
 }
 
 // notFound and conflict build the errors of a failed call.
@@ -115,7 +158,7 @@ func cloneVersion(v keystore.Version) keystore.Version {
 func (m *Memory) CreateKey(ctx context.Context, k keystore.Key, hsmID []byte) (keystore.Key, keystore.Version, error) {
 	const op = "create key"
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if err := m.check(ctx); err != nil {
 		return keystore.Key{}, keystore.Version{}, err
 	}
@@ -135,13 +178,18 @@ func (m *Memory) CreateKey(ctx context.Context, k keystore.Key, hsmID []byte) (k
 	if err := m.checkHSMID(op, hsmID); err != nil {
 		return keystore.Key{}, keystore.Version{}, err
 	}
+	if err := checkDurations(op, k.RotationPeriod, k.DestroyDelay, k.PublishLead); err != nil {
+		return keystore.Key{}, keystore.Version{}, err
+	}
 	k = cloneKey(k)
-	k.PrimaryVersion = 0
+	k.PrimaryVersion, k.StagedPrimary, k.PromoteTime = 0, 0, time.Time{}
+	k.NextRotationTime = dbTime(k.NextRotationTime)
 	k.CreateTime = now()
 	v := keystore.Version{KeyID: k.ID, Version: 1, State: keystore.StatePending, HSMID: bytes.Clone(hsmID), CreateTime: k.CreateTime}
 	m.keys[k.ID] = &memKey{key: k, next: 2, versions: []keystore.Version{v}}
 	m.byName[k.Name] = k.ID
 	m.hsmIDs[string(hsmID)] = true
+	m.touch(k.ID)
 	return cloneKey(k), cloneVersion(v), nil
 }
 
@@ -200,7 +248,7 @@ func (m *Memory) ListKeys(ctx context.Context, after string, limit int) ([]keyst
 func (m *Memory) AddVersion(ctx context.Context, keyID [16]byte, hsmID []byte) (keystore.Version, error) {
 	const op = "add version"
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if err := m.check(ctx); err != nil {
 		return keystore.Version{}, err
 	}
@@ -215,6 +263,7 @@ func (m *Memory) AddVersion(ctx context.Context, keyID [16]byte, hsmID []byte) (
 	mk.next++
 	mk.versions = append(mk.versions, v)
 	m.hsmIDs[string(hsmID)] = true
+	m.touch(keyID)
 	return cloneVersion(v), nil
 }
 
@@ -238,7 +287,7 @@ func (m *Memory) find(op string, keyID [16]byte, version uint32) (*memKey, int, 
 func (m *Memory) CommitVersion(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, primary bool) (keystore.Key, keystore.Version, error) {
 	const op = "commit version"
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if err := m.check(ctx); err != nil {
 		return keystore.Key{}, keystore.Version{}, err
 	}
@@ -257,6 +306,10 @@ func (m *Memory) CommitVersion(ctx context.Context, keyID [16]byte, version uint
 	if primary && version > mk.key.PrimaryVersion {
 		mk.key.PrimaryVersion = version
 	}
+	if primary && mk.key.StagedPrimary <= mk.key.PrimaryVersion {
+		mk.key.StagedPrimary, mk.key.PromoteTime = 0, time.Time{}
+	}
+	m.touch(keyID)
 	return cloneKey(mk.key), cloneVersion(*v), nil
 }
 
@@ -264,7 +317,7 @@ func (m *Memory) CommitVersion(ctx context.Context, keyID [16]byte, version uint
 func (m *Memory) AbortVersion(ctx context.Context, keyID [16]byte, version uint32) error {
 	const op = "abort version"
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.unlock()
 	if err := m.check(ctx); err != nil {
 		return err
 	}
@@ -282,6 +335,7 @@ func (m *Memory) AbortVersion(ctx context.Context, keyID [16]byte, version uint3
 		delete(m.keys, keyID)
 		delete(m.byName, mk.key.Name)
 	}
+	m.touch(keyID)
 	return nil
 }
 
@@ -365,9 +419,11 @@ func (m *Memory) Ping(ctx context.Context) error {
 	return m.check(ctx)
 }
 
-// Close implements keystore.Store. Later calls fail.
+// Close implements keystore.Store. Later calls fail, and running Watch
+// calls return.
 func (m *Memory) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
+	m.stopWatchers(errClosed)
 }

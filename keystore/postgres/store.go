@@ -9,7 +9,10 @@
 // version. Close must not be called concurrently with other methods; it
 // waits for connections in use to be returned.
 //
-// Times (CreateTime) come from the database's clock, now().
+// Creation times (CreateTime) come from the database's clock, now(); every
+// other time is passed in by the caller, whose clock tests control.
+// Durations are stored as nanoseconds, exactly. Every change notifies
+// Watch callers, of this and of other Stores, when it commits.
 package postgres
 
 import (
@@ -17,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -130,27 +134,55 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // keyColumns are the columns scanned by scanKey, in order.
-const keyColumns = `id, name, purpose, algorithm, primary_version, labels, created`
+const keyColumns = `id, name, purpose, algorithm, primary_version, labels, created,
+	rotation_period, next_rotation_time, destroy_delay, publish_lead, staged_primary, promote_time`
 
 // scanKey reads a row of keyColumns.
 func scanKey(row pgx.Row) (keystore.Key, error) {
 	var (
-		k       keystore.Key
-		primary int32
-		labels  map[string]string
+		k                     keystore.Key
+		primary, staged       int32
+		labels                map[string]string
+		period, delay, lead   int64
+		nextRotation, promote *time.Time
 	)
-	if err := row.Scan(&k.ID, &k.Name, &k.Purpose, &k.Algorithm, &primary, &labels, &k.CreateTime); err != nil {
+	err := row.Scan(&k.ID, &k.Name, &k.Purpose, &k.Algorithm, &primary, &labels, &k.CreateTime,
+		&period, &nextRotation, &delay, &lead, &staged, &promote)
+	if err != nil {
 		return keystore.Key{}, err
 	}
 	k.PrimaryVersion = uint32(primary)
 	if len(labels) > 0 {
 		k.Labels = labels
 	}
+	k.RotationPeriod = time.Duration(period)
+	k.NextRotationTime = timeValue(nextRotation)
+	k.DestroyDelay = time.Duration(delay)
+	k.PublishLead = time.Duration(lead)
+	k.StagedPrimary = uint32(staged)
+	k.PromoteTime = timeValue(promote)
 	return k, nil
 }
 
-// CreateKey inserts k and its version 1, pending, in one transaction. If
-// k.ID is zero it assigns a random UUID. It returns an error wrapping
+// timeParam converts a time to a nullable column's parameter: NULL for the
+// zero time.
+func timeParam(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// timeValue converts a nullable column's value to a time: zero for NULL.
+func timeValue(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}
+
+// CreateKey inserts k, with its rotation settings as given, and its version
+// 1, pending, in one transaction. If k.ID is zero it assigns a random UUID. It returns an error wrapping
 // keystore.ErrExists if the name is taken.
 func (s *Store) CreateKey(ctx context.Context, k keystore.Key, hsmID []byte) (keystore.Key, keystore.Version, error) {
 	const op = "create key"
@@ -173,15 +205,20 @@ func (s *Store) CreateKey(ctx context.Context, k keystore.Key, hsmID []byte) (ke
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
 
 	created, err := scanKey(tx.QueryRow(ctx, `
-		INSERT INTO keys (id, name, purpose, algorithm, next_version, labels)
-		VALUES ($1, $2, $3, $4, 2, $5)
+		INSERT INTO keys (id, name, purpose, algorithm, next_version, labels,
+			rotation_period, next_rotation_time, destroy_delay, publish_lead)
+		VALUES ($1, $2, $3, $4, 2, $5, $6, $7, $8, $9)
 		RETURNING `+keyColumns,
-		k.ID, k.Name, string(k.Purpose), string(k.Algorithm), labels))
+		k.ID, k.Name, string(k.Purpose), string(k.Algorithm), labels,
+		int64(k.RotationPeriod), timeParam(k.NextRotationTime), int64(k.DestroyDelay), int64(k.PublishLead)))
 	if err != nil {
 		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
 	}
 	v, err := insertVersion(ctx, tx, k.ID, 1, hsmID)
 	if err != nil {
+		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
+	}
+	if err := notify(ctx, tx, k.ID); err != nil {
 		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
 	}
 	if err := tx.Commit(ctx); err != nil {

@@ -17,11 +17,18 @@ import (
 )
 
 // migrationCount is the number of files in migrations/.
-const migrationCount = 2
+const migrationCount = 3
 
 func TestConformance(t *testing.T) {
 	keystoretest.Exercise(t, func(t *testing.T) keystore.Store {
 		return postgrestest.NewStore(t)
+	})
+}
+
+func TestReplicas(t *testing.T) {
+	keystoretest.ExerciseReplicas(t, func(t *testing.T) (keystore.Store, keystore.Store) {
+		url := postgrestest.NewDatabase(t)
+		return open(t, url), open(t, url)
 	})
 }
 

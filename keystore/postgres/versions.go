@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -12,19 +13,29 @@ import (
 )
 
 // versionColumns are the columns scanned by scanVersion, in order.
-const versionColumns = `key_id, version, state, hsm_id, public_key, created`
+const versionColumns = `key_id, version, state, hsm_id, public_key, created, destroy_time, encrypt_count`
 
 // scanVersion reads a row of versionColumns.
 func scanVersion(row pgx.Row) (keystore.Version, error) {
 	var (
-		v       keystore.Version
-		version int32
+		v           keystore.Version
+		version     int32
+		destroyTime *time.Time
 	)
-	if err := row.Scan(&v.KeyID, &version, &v.State, &v.HSMID, &v.PublicKey, &v.CreateTime); err != nil {
+	err := row.Scan(&v.KeyID, &version, &v.State, &v.HSMID, &v.PublicKey, &v.CreateTime, &destroyTime, &v.EncryptCount)
+	if err != nil {
 		return keystore.Version{}, err
 	}
 	v.Version = uint32(version)
+	v.DestroyTime = timeValue(destroyTime)
 	return v, nil
+}
+
+// collectVersions reads every row of rows as versionColumns.
+func collectVersions(rows pgx.Rows) ([]keystore.Version, error) {
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (keystore.Version, error) {
+		return scanVersion(row)
+	})
 }
 
 // versionParam converts a version number to the column's type. Numbers that
@@ -76,6 +87,9 @@ func (s *Store) AddVersion(ctx context.Context, keyID [16]byte, hsmID []byte) (k
 	if err != nil {
 		return keystore.Version{}, translate(ctx, op, err)
 	}
+	if err := notify(ctx, tx, keyID); err != nil {
+		return keystore.Version{}, translate(ctx, op, err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return keystore.Version{}, translate(ctx, op, err)
 	}
@@ -105,7 +119,8 @@ func versionMissingOrNotPending(ctx context.Context, tx pgx.Tx, op string, keyID
 
 // CommitVersion moves a pending version to enabled, records its public key
 // (an empty one as nil) and, if primary is true, raises the key's primary
-// version to it unless a higher one is primary already. It returns the key
+// version to it unless a higher one is primary already, dropping a staged
+// primary that is then no higher than the primary. It returns the key
 // and version as updated, an error wrapping keystore.ErrNotFound if the
 // version does not exist, or one wrapping keystore.ErrConflict if it is not
 // pending.
@@ -140,14 +155,23 @@ func (s *Store) CommitVersion(ctx context.Context, keyID [16]byte, version uint3
 		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
 	}
 	if primary {
+		// The right-hand sides see the row as it was before the update.
 		k, err = scanKey(tx.QueryRow(ctx, `
-			UPDATE keys SET primary_version = GREATEST(primary_version, $2)
+			UPDATE keys SET
+				primary_version = GREATEST(primary_version, $2),
+				staged_primary = CASE WHEN staged_primary > GREATEST(primary_version, $2)
+					THEN staged_primary ELSE 0 END,
+				promote_time = CASE WHEN staged_primary > GREATEST(primary_version, $2)
+					THEN promote_time END
 			WHERE id = $1
 			RETURNING `+keyColumns,
 			keyID, n))
 		if err != nil {
 			return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
 		}
+	}
+	if err := notify(ctx, tx, keyID); err != nil {
+		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
@@ -192,6 +216,9 @@ func (s *Store) AbortVersion(ctx context.Context, keyID [16]byte, version uint32
 	if err != nil {
 		return translate(ctx, op, err)
 	}
+	if err := notify(ctx, tx, keyID); err != nil {
+		return translate(ctx, op, err)
+	}
 	return translate(ctx, op, tx.Commit(ctx))
 }
 
@@ -229,9 +256,7 @@ func (s *Store) ListVersions(ctx context.Context, keyID [16]byte, after uint32, 
 		if err != nil {
 			return nil, translate(ctx, op, err)
 		}
-		versions, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (keystore.Version, error) {
-			return scanVersion(row)
-		})
+		versions, err = collectVersions(rows)
 		if err != nil {
 			return nil, translate(ctx, op, err)
 		}

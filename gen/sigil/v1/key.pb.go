@@ -9,6 +9,7 @@ package sigilv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -217,8 +218,21 @@ type Key struct {
 	PrimaryVersion uint32                 `protobuf:"varint,5,opt,name=primary_version,json=primaryVersion,proto3" json:"primary_version,omitempty"`
 	CreateTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	Labels         map[string]string      `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How often the key rotates on schedule; unset or zero means never.
+	RotationPeriod *durationpb.Duration `protobuf:"bytes,8,opt,name=rotation_period,json=rotationPeriod,proto3" json:"rotation_period,omitempty"`
+	// When the next scheduled rotation is due.
+	NextRotationTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_rotation_time,json=nextRotationTime,proto3" json:"next_rotation_time,omitempty"`
+	// How long a version waits in DESTROY_SCHEDULED before it is destroyed.
+	DestroyDelay *durationpb.Duration `protobuf:"bytes,10,opt,name=destroy_delay,json=destroyDelay,proto3" json:"destroy_delay,omitempty"`
+	// How long a new signing version is published in JWKS before it becomes
+	// primary.
+	PublishLead *durationpb.Duration `protobuf:"bytes,11,opt,name=publish_lead,json=publishLead,proto3" json:"publish_lead,omitempty"`
+	// A version published and waiting to become primary at promote_time; 0
+	// when none.
+	StagedPrimaryVersion uint32                 `protobuf:"varint,12,opt,name=staged_primary_version,json=stagedPrimaryVersion,proto3" json:"staged_primary_version,omitempty"`
+	PromoteTime          *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=promote_time,json=promoteTime,proto3" json:"promote_time,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Key) Reset() {
@@ -300,14 +314,59 @@ func (x *Key) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *Key) GetRotationPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.RotationPeriod
+	}
+	return nil
+}
+
+func (x *Key) GetNextRotationTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRotationTime
+	}
+	return nil
+}
+
+func (x *Key) GetDestroyDelay() *durationpb.Duration {
+	if x != nil {
+		return x.DestroyDelay
+	}
+	return nil
+}
+
+func (x *Key) GetPublishLead() *durationpb.Duration {
+	if x != nil {
+		return x.PublishLead
+	}
+	return nil
+}
+
+func (x *Key) GetStagedPrimaryVersion() uint32 {
+	if x != nil {
+		return x.StagedPrimaryVersion
+	}
+	return 0
+}
+
+func (x *Key) GetPromoteTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PromoteTime
+	}
+	return nil
+}
+
 // KeyVersion is one version of a key.
 type KeyVersion struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	KeyName       string                 `protobuf:"bytes,1,opt,name=key_name,json=keyName,proto3" json:"key_name,omitempty"`
-	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	State         VersionState           `protobuf:"varint,3,opt,name=state,proto3,enum=sigil.v1.VersionState" json:"state,omitempty"`
-	Algorithm     Algorithm              `protobuf:"varint,4,opt,name=algorithm,proto3,enum=sigil.v1.Algorithm" json:"algorithm,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	KeyName    string                 `protobuf:"bytes,1,opt,name=key_name,json=keyName,proto3" json:"key_name,omitempty"`
+	Version    uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	State      VersionState           `protobuf:"varint,3,opt,name=state,proto3,enum=sigil.v1.VersionState" json:"state,omitempty"`
+	Algorithm  Algorithm              `protobuf:"varint,4,opt,name=algorithm,proto3,enum=sigil.v1.Algorithm" json:"algorithm,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// For DESTROY_SCHEDULED, when destruction is due; for DESTROYED, when it
+	// happened.
+	DestroyTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=destroy_time,json=destroyTime,proto3" json:"destroy_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -377,11 +436,18 @@ func (x *KeyVersion) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *KeyVersion) GetDestroyTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DestroyTime
+	}
+	return nil
+}
+
 var File_sigil_v1_key_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_key_proto_rawDesc = "" +
 	"\n" +
-	"\x12sigil/v1/key.proto\x12\bsigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x02\n" +
+	"\x12sigil/v1/key.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xde\x05\n" +
 	"\x03Key\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12+\n" +
@@ -390,10 +456,17 @@ const file_sigil_v1_key_proto_rawDesc = "" +
 	"\x0fprimary_version\x18\x05 \x01(\rR\x0eprimaryVersion\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x121\n" +
-	"\x06labels\x18\a \x03(\v2\x19.sigil.v1.Key.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\a \x03(\v2\x19.sigil.v1.Key.LabelsEntryR\x06labels\x12B\n" +
+	"\x0frotation_period\x18\b \x01(\v2\x19.google.protobuf.DurationR\x0erotationPeriod\x12H\n" +
+	"\x12next_rotation_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x10nextRotationTime\x12>\n" +
+	"\rdestroy_delay\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\fdestroyDelay\x12<\n" +
+	"\fpublish_lead\x18\v \x01(\v2\x19.google.protobuf.DurationR\vpublishLead\x124\n" +
+	"\x16staged_primary_version\x18\f \x01(\rR\x14stagedPrimaryVersion\x12=\n" +
+	"\fpromote_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\vpromoteTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9e\x02\n" +
 	"\n" +
 	"KeyVersion\x12\x19\n" +
 	"\bkey_name\x18\x01 \x01(\tR\akeyName\x12\x18\n" +
@@ -401,7 +474,8 @@ const file_sigil_v1_key_proto_rawDesc = "" +
 	"\x05state\x18\x03 \x01(\x0e2\x16.sigil.v1.VersionStateR\x05state\x121\n" +
 	"\talgorithm\x18\x04 \x01(\x0e2\x13.sigil.v1.AlgorithmR\talgorithm\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime*X\n" +
+	"createTime\x12=\n" +
+	"\fdestroy_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vdestroyTime*X\n" +
 	"\aPurpose\x12\x17\n" +
 	"\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17PURPOSE_ENCRYPT_DECRYPT\x10\x01\x12\x17\n" +
@@ -449,20 +523,27 @@ var file_sigil_v1_key_proto_goTypes = []any{
 	(*KeyVersion)(nil),            // 4: sigil.v1.KeyVersion
 	nil,                           // 5: sigil.v1.Key.LabelsEntry
 	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
 }
 var file_sigil_v1_key_proto_depIdxs = []int32{
-	0, // 0: sigil.v1.Key.purpose:type_name -> sigil.v1.Purpose
-	1, // 1: sigil.v1.Key.algorithm:type_name -> sigil.v1.Algorithm
-	6, // 2: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
-	5, // 3: sigil.v1.Key.labels:type_name -> sigil.v1.Key.LabelsEntry
-	2, // 4: sigil.v1.KeyVersion.state:type_name -> sigil.v1.VersionState
-	1, // 5: sigil.v1.KeyVersion.algorithm:type_name -> sigil.v1.Algorithm
-	6, // 6: sigil.v1.KeyVersion.create_time:type_name -> google.protobuf.Timestamp
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	0,  // 0: sigil.v1.Key.purpose:type_name -> sigil.v1.Purpose
+	1,  // 1: sigil.v1.Key.algorithm:type_name -> sigil.v1.Algorithm
+	6,  // 2: sigil.v1.Key.create_time:type_name -> google.protobuf.Timestamp
+	5,  // 3: sigil.v1.Key.labels:type_name -> sigil.v1.Key.LabelsEntry
+	7,  // 4: sigil.v1.Key.rotation_period:type_name -> google.protobuf.Duration
+	6,  // 5: sigil.v1.Key.next_rotation_time:type_name -> google.protobuf.Timestamp
+	7,  // 6: sigil.v1.Key.destroy_delay:type_name -> google.protobuf.Duration
+	7,  // 7: sigil.v1.Key.publish_lead:type_name -> google.protobuf.Duration
+	6,  // 8: sigil.v1.Key.promote_time:type_name -> google.protobuf.Timestamp
+	2,  // 9: sigil.v1.KeyVersion.state:type_name -> sigil.v1.VersionState
+	1,  // 10: sigil.v1.KeyVersion.algorithm:type_name -> sigil.v1.Algorithm
+	6,  // 11: sigil.v1.KeyVersion.create_time:type_name -> google.protobuf.Timestamp
+	6,  // 12: sigil.v1.KeyVersion.destroy_time:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_key_proto_init() }

@@ -9,7 +9,9 @@ package sigilv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	structpb "google.golang.org/protobuf/types/known/structpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -81,7 +83,13 @@ type CreateKeyRequest struct {
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Algorithm Algorithm              `protobuf:"varint,2,opt,name=algorithm,proto3,enum=sigil.v1.Algorithm" json:"algorithm,omitempty"`
 	// Free-form labels; at most 64, keys and values up to 63 and 255 bytes.
-	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Rotate on this schedule (at least 1 minute); unset means never.
+	RotationPeriod *durationpb.Duration `protobuf:"bytes,4,opt,name=rotation_period,json=rotationPeriod,proto3" json:"rotation_period,omitempty"`
+	// Default 30 days; at least 1 minute.
+	DestroyDelay *durationpb.Duration `protobuf:"bytes,5,opt,name=destroy_delay,json=destroyDelay,proto3" json:"destroy_delay,omitempty"`
+	// Default 10 minutes, longer than the JWKS max-age of 5 minutes.
+	PublishLead   *durationpb.Duration `protobuf:"bytes,6,opt,name=publish_lead,json=publishLead,proto3" json:"publish_lead,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -133,6 +141,27 @@ func (x *CreateKeyRequest) GetAlgorithm() Algorithm {
 func (x *CreateKeyRequest) GetLabels() map[string]string {
 	if x != nil {
 		return x.Labels
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetRotationPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.RotationPeriod
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetDestroyDelay() *durationpb.Duration {
+	if x != nil {
+		return x.DestroyDelay
+	}
+	return nil
+}
+
+func (x *CreateKeyRequest) GetPublishLead() *durationpb.Duration {
+	if x != nil {
+		return x.PublishLead
 	}
 	return nil
 }
@@ -376,16 +405,142 @@ func (x *ListKeysResponse) GetNextPageToken() string {
 	return ""
 }
 
-type RotateKeyRequest struct {
+type UpdateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Unset fields stay as they are. A zero rotation_period stops scheduled
+	// rotation.
+	RotationPeriod   *durationpb.Duration   `protobuf:"bytes,2,opt,name=rotation_period,json=rotationPeriod,proto3" json:"rotation_period,omitempty"`
+	NextRotationTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=next_rotation_time,json=nextRotationTime,proto3" json:"next_rotation_time,omitempty"`
+	DestroyDelay     *durationpb.Duration   `protobuf:"bytes,4,opt,name=destroy_delay,json=destroyDelay,proto3" json:"destroy_delay,omitempty"`
+	PublishLead      *durationpb.Duration   `protobuf:"bytes,5,opt,name=publish_lead,json=publishLead,proto3" json:"publish_lead,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UpdateKeyRequest) Reset() {
+	*x = UpdateKeyRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyRequest) ProtoMessage() {}
+
+func (x *UpdateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyRequest.ProtoReflect.Descriptor instead.
+func (*UpdateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UpdateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateKeyRequest) GetRotationPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.RotationPeriod
+	}
+	return nil
+}
+
+func (x *UpdateKeyRequest) GetNextRotationTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRotationTime
+	}
+	return nil
+}
+
+func (x *UpdateKeyRequest) GetDestroyDelay() *durationpb.Duration {
+	if x != nil {
+		return x.DestroyDelay
+	}
+	return nil
+}
+
+func (x *UpdateKeyRequest) GetPublishLead() *durationpb.Duration {
+	if x != nil {
+		return x.PublishLead
+	}
+	return nil
+}
+
+type UpdateKeyResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Key           *Key                   `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeyResponse) Reset() {
+	*x = UpdateKeyResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeyResponse) ProtoMessage() {}
+
+func (x *UpdateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeyResponse.ProtoReflect.Descriptor instead.
+func (*UpdateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UpdateKeyResponse) GetKey() *Key {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type RotateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Make a new signing version primary at once, skipping the publish lead
+	// (for emergencies: verifiers with a cached JWKS reject its tokens until
+	// they refetch).
+	Immediate     bool `protobuf:"varint,2,opt,name=immediate,proto3" json:"immediate,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_sigil_v1_service_proto_msgTypes[6]
+	mi := &file_sigil_v1_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +552,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[6]
+	mi := &file_sigil_v1_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +565,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{6}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RotateKeyRequest) GetName() string {
@@ -418,6 +573,13 @@ func (x *RotateKeyRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *RotateKeyRequest) GetImmediate() bool {
+	if x != nil {
+		return x.Immediate
+	}
+	return false
 }
 
 type RotateKeyResponse struct {
@@ -429,7 +591,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_sigil_v1_service_proto_msgTypes[7]
+	mi := &file_sigil_v1_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +603,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[7]
+	mi := &file_sigil_v1_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +616,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{7}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RotateKeyResponse) GetKeyVersion() *KeyVersion {
@@ -476,7 +638,7 @@ type ListKeyVersionsRequest struct {
 
 func (x *ListKeyVersionsRequest) Reset() {
 	*x = ListKeyVersionsRequest{}
-	mi := &file_sigil_v1_service_proto_msgTypes[8]
+	mi := &file_sigil_v1_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +650,7 @@ func (x *ListKeyVersionsRequest) String() string {
 func (*ListKeyVersionsRequest) ProtoMessage() {}
 
 func (x *ListKeyVersionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[8]
+	mi := &file_sigil_v1_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +663,7 @@ func (x *ListKeyVersionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyVersionsRequest.ProtoReflect.Descriptor instead.
 func (*ListKeyVersionsRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{8}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListKeyVersionsRequest) GetName() string {
@@ -535,7 +697,7 @@ type ListKeyVersionsResponse struct {
 
 func (x *ListKeyVersionsResponse) Reset() {
 	*x = ListKeyVersionsResponse{}
-	mi := &file_sigil_v1_service_proto_msgTypes[9]
+	mi := &file_sigil_v1_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +709,7 @@ func (x *ListKeyVersionsResponse) String() string {
 func (*ListKeyVersionsResponse) ProtoMessage() {}
 
 func (x *ListKeyVersionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[9]
+	mi := &file_sigil_v1_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +722,7 @@ func (x *ListKeyVersionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyVersionsResponse.ProtoReflect.Descriptor instead.
 func (*ListKeyVersionsResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{9}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListKeyVersionsResponse) GetKeyVersions() []*KeyVersion {
@@ -591,7 +753,7 @@ type EncryptRequest struct {
 
 func (x *EncryptRequest) Reset() {
 	*x = EncryptRequest{}
-	mi := &file_sigil_v1_service_proto_msgTypes[10]
+	mi := &file_sigil_v1_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +765,7 @@ func (x *EncryptRequest) String() string {
 func (*EncryptRequest) ProtoMessage() {}
 
 func (x *EncryptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[10]
+	mi := &file_sigil_v1_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +778,7 @@ func (x *EncryptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptRequest.ProtoReflect.Descriptor instead.
 func (*EncryptRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{10}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EncryptRequest) GetName() string {
@@ -650,7 +812,7 @@ type EncryptResponse struct {
 
 func (x *EncryptResponse) Reset() {
 	*x = EncryptResponse{}
-	mi := &file_sigil_v1_service_proto_msgTypes[11]
+	mi := &file_sigil_v1_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +824,7 @@ func (x *EncryptResponse) String() string {
 func (*EncryptResponse) ProtoMessage() {}
 
 func (x *EncryptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[11]
+	mi := &file_sigil_v1_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +837,7 @@ func (x *EncryptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptResponse.ProtoReflect.Descriptor instead.
 func (*EncryptResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{11}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EncryptResponse) GetCiphertext() []byte {
@@ -703,7 +865,7 @@ type DecryptRequest struct {
 
 func (x *DecryptRequest) Reset() {
 	*x = DecryptRequest{}
-	mi := &file_sigil_v1_service_proto_msgTypes[12]
+	mi := &file_sigil_v1_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +877,7 @@ func (x *DecryptRequest) String() string {
 func (*DecryptRequest) ProtoMessage() {}
 
 func (x *DecryptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[12]
+	mi := &file_sigil_v1_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +890,7 @@ func (x *DecryptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptRequest.ProtoReflect.Descriptor instead.
 func (*DecryptRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{12}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DecryptRequest) GetName() string {
@@ -762,7 +924,7 @@ type DecryptResponse struct {
 
 func (x *DecryptResponse) Reset() {
 	*x = DecryptResponse{}
-	mi := &file_sigil_v1_service_proto_msgTypes[13]
+	mi := &file_sigil_v1_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +936,7 @@ func (x *DecryptResponse) String() string {
 func (*DecryptResponse) ProtoMessage() {}
 
 func (x *DecryptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[13]
+	mi := &file_sigil_v1_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +949,7 @@ func (x *DecryptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptResponse.ProtoReflect.Descriptor instead.
 func (*DecryptResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{13}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DecryptResponse) GetPlaintext() []byte {
@@ -821,7 +983,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_sigil_v1_service_proto_msgTypes[14]
+	mi := &file_sigil_v1_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +995,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[14]
+	mi := &file_sigil_v1_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +1008,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{14}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SignRequest) GetName() string {
@@ -925,7 +1087,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_sigil_v1_service_proto_msgTypes[15]
+	mi := &file_sigil_v1_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1099,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[15]
+	mi := &file_sigil_v1_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1112,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{15}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SignResponse) GetSignature() []byte {
@@ -992,7 +1154,7 @@ type VerifyRequest struct {
 
 func (x *VerifyRequest) Reset() {
 	*x = VerifyRequest{}
-	mi := &file_sigil_v1_service_proto_msgTypes[16]
+	mi := &file_sigil_v1_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1166,7 @@ func (x *VerifyRequest) String() string {
 func (*VerifyRequest) ProtoMessage() {}
 
 func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[16]
+	mi := &file_sigil_v1_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1179,7 @@ func (x *VerifyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyRequest.ProtoReflect.Descriptor instead.
 func (*VerifyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{16}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VerifyRequest) GetName() string {
@@ -1099,7 +1261,7 @@ type VerifyResponse struct {
 
 func (x *VerifyResponse) Reset() {
 	*x = VerifyResponse{}
-	mi := &file_sigil_v1_service_proto_msgTypes[17]
+	mi := &file_sigil_v1_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1273,7 @@ func (x *VerifyResponse) String() string {
 func (*VerifyResponse) ProtoMessage() {}
 
 func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[17]
+	mi := &file_sigil_v1_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1286,7 @@ func (x *VerifyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyResponse.ProtoReflect.Descriptor instead.
 func (*VerifyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{17}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *VerifyResponse) GetValid() bool {
@@ -1152,7 +1314,7 @@ type GetPublicKeyRequest struct {
 
 func (x *GetPublicKeyRequest) Reset() {
 	*x = GetPublicKeyRequest{}
-	mi := &file_sigil_v1_service_proto_msgTypes[18]
+	mi := &file_sigil_v1_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1326,7 @@ func (x *GetPublicKeyRequest) String() string {
 func (*GetPublicKeyRequest) ProtoMessage() {}
 
 func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[18]
+	mi := &file_sigil_v1_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1339,7 @@ func (x *GetPublicKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetPublicKeyRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{18}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetPublicKeyRequest) GetName() string {
@@ -1208,7 +1370,7 @@ type GetPublicKeyResponse struct {
 
 func (x *GetPublicKeyResponse) Reset() {
 	*x = GetPublicKeyResponse{}
-	mi := &file_sigil_v1_service_proto_msgTypes[19]
+	mi := &file_sigil_v1_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1382,7 @@ func (x *GetPublicKeyResponse) String() string {
 func (*GetPublicKeyResponse) ProtoMessage() {}
 
 func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[19]
+	mi := &file_sigil_v1_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1395,7 @@ func (x *GetPublicKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPublicKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetPublicKeyResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{19}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetPublicKeyResponse) GetPem() string {
@@ -1277,7 +1439,7 @@ type SignJWTRequest struct {
 
 func (x *SignJWTRequest) Reset() {
 	*x = SignJWTRequest{}
-	mi := &file_sigil_v1_service_proto_msgTypes[20]
+	mi := &file_sigil_v1_service_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1451,7 @@ func (x *SignJWTRequest) String() string {
 func (*SignJWTRequest) ProtoMessage() {}
 
 func (x *SignJWTRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[20]
+	mi := &file_sigil_v1_service_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1464,7 @@ func (x *SignJWTRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTRequest.ProtoReflect.Descriptor instead.
 func (*SignJWTRequest) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{20}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SignJWTRequest) GetName() string {
@@ -1337,7 +1499,7 @@ type SignJWTResponse struct {
 
 func (x *SignJWTResponse) Reset() {
 	*x = SignJWTResponse{}
-	mi := &file_sigil_v1_service_proto_msgTypes[21]
+	mi := &file_sigil_v1_service_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1511,7 @@ func (x *SignJWTResponse) String() string {
 func (*SignJWTResponse) ProtoMessage() {}
 
 func (x *SignJWTResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sigil_v1_service_proto_msgTypes[21]
+	mi := &file_sigil_v1_service_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1524,7 @@ func (x *SignJWTResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTResponse.ProtoReflect.Descriptor instead.
 func (*SignJWTResponse) Descriptor() ([]byte, []int) {
-	return file_sigil_v1_service_proto_rawDescGZIP(), []int{21}
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SignJWTResponse) GetToken() string {
@@ -1379,15 +1541,656 @@ func (x *SignJWTResponse) GetKeyVersion() uint32 {
 	return 0
 }
 
+type EnableKeyVersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableKeyVersionRequest) Reset() {
+	*x = EnableKeyVersionRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableKeyVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableKeyVersionRequest) ProtoMessage() {}
+
+func (x *EnableKeyVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableKeyVersionRequest.ProtoReflect.Descriptor instead.
+func (*EnableKeyVersionRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *EnableKeyVersionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EnableKeyVersionRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type EnableKeyVersionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyVersion    *KeyVersion            `protobuf:"bytes,1,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnableKeyVersionResponse) Reset() {
+	*x = EnableKeyVersionResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnableKeyVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnableKeyVersionResponse) ProtoMessage() {}
+
+func (x *EnableKeyVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnableKeyVersionResponse.ProtoReflect.Descriptor instead.
+func (*EnableKeyVersionResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *EnableKeyVersionResponse) GetKeyVersion() *KeyVersion {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return nil
+}
+
+type DisableKeyVersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableKeyVersionRequest) Reset() {
+	*x = DisableKeyVersionRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableKeyVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableKeyVersionRequest) ProtoMessage() {}
+
+func (x *DisableKeyVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableKeyVersionRequest.ProtoReflect.Descriptor instead.
+func (*DisableKeyVersionRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DisableKeyVersionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DisableKeyVersionRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type DisableKeyVersionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyVersion    *KeyVersion            `protobuf:"bytes,1,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DisableKeyVersionResponse) Reset() {
+	*x = DisableKeyVersionResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DisableKeyVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DisableKeyVersionResponse) ProtoMessage() {}
+
+func (x *DisableKeyVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DisableKeyVersionResponse.ProtoReflect.Descriptor instead.
+func (*DisableKeyVersionResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *DisableKeyVersionResponse) GetKeyVersion() *KeyVersion {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return nil
+}
+
+type ScheduleKeyVersionDestructionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleKeyVersionDestructionRequest) Reset() {
+	*x = ScheduleKeyVersionDestructionRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleKeyVersionDestructionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleKeyVersionDestructionRequest) ProtoMessage() {}
+
+func (x *ScheduleKeyVersionDestructionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleKeyVersionDestructionRequest.ProtoReflect.Descriptor instead.
+func (*ScheduleKeyVersionDestructionRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ScheduleKeyVersionDestructionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ScheduleKeyVersionDestructionRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type ScheduleKeyVersionDestructionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyVersion    *KeyVersion            `protobuf:"bytes,1,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScheduleKeyVersionDestructionResponse) Reset() {
+	*x = ScheduleKeyVersionDestructionResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleKeyVersionDestructionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleKeyVersionDestructionResponse) ProtoMessage() {}
+
+func (x *ScheduleKeyVersionDestructionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleKeyVersionDestructionResponse.ProtoReflect.Descriptor instead.
+func (*ScheduleKeyVersionDestructionResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ScheduleKeyVersionDestructionResponse) GetKeyVersion() *KeyVersion {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return nil
+}
+
+type RestoreKeyVersionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreKeyVersionRequest) Reset() {
+	*x = RestoreKeyVersionRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreKeyVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreKeyVersionRequest) ProtoMessage() {}
+
+func (x *RestoreKeyVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreKeyVersionRequest.ProtoReflect.Descriptor instead.
+func (*RestoreKeyVersionRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RestoreKeyVersionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RestoreKeyVersionRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type RestoreKeyVersionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyVersion    *KeyVersion            `protobuf:"bytes,1,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreKeyVersionResponse) Reset() {
+	*x = RestoreKeyVersionResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreKeyVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreKeyVersionResponse) ProtoMessage() {}
+
+func (x *RestoreKeyVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreKeyVersionResponse.ProtoReflect.Descriptor instead.
+func (*RestoreKeyVersionResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RestoreKeyVersionResponse) GetKeyVersion() *KeyVersion {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return nil
+}
+
+type GenerateDataKeyRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Name           string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AssociatedData []byte                 `protobuf:"bytes,2,opt,name=associated_data,json=associatedData,proto3" json:"associated_data,omitempty"`
+	// Return only the encrypted data key.
+	WithoutPlaintext bool `protobuf:"varint,3,opt,name=without_plaintext,json=withoutPlaintext,proto3" json:"without_plaintext,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *GenerateDataKeyRequest) Reset() {
+	*x = GenerateDataKeyRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateDataKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateDataKeyRequest) ProtoMessage() {}
+
+func (x *GenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateDataKeyRequest.ProtoReflect.Descriptor instead.
+func (*GenerateDataKeyRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GenerateDataKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GenerateDataKeyRequest) GetAssociatedData() []byte {
+	if x != nil {
+		return x.AssociatedData
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyRequest) GetWithoutPlaintext() bool {
+	if x != nil {
+		return x.WithoutPlaintext
+	}
+	return false
+}
+
+type GenerateDataKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The 32-byte data key; empty when without_plaintext is set.
+	Plaintext []byte `protobuf:"bytes,1,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
+	// The data key encrypted under the key, a ciphertext Decrypt accepts.
+	Ciphertext    []byte `protobuf:"bytes,2,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	KeyVersion    uint32 `protobuf:"varint,3,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateDataKeyResponse) Reset() {
+	*x = GenerateDataKeyResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateDataKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateDataKeyResponse) ProtoMessage() {}
+
+func (x *GenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateDataKeyResponse.ProtoReflect.Descriptor instead.
+func (*GenerateDataKeyResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GenerateDataKeyResponse) GetPlaintext() []byte {
+	if x != nil {
+		return x.Plaintext
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyResponse) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+func (x *GenerateDataKeyResponse) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
+type ReEncryptRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Ciphertext []byte                 `protobuf:"bytes,2,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	// The associated data the ciphertext was made with; it is bound to the
+	// new ciphertext too.
+	AssociatedData []byte `protobuf:"bytes,3,opt,name=associated_data,json=associatedData,proto3" json:"associated_data,omitempty"`
+	// The key to encrypt under; empty means the same key.
+	DestinationName string `protobuf:"bytes,4,opt,name=destination_name,json=destinationName,proto3" json:"destination_name,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReEncryptRequest) Reset() {
+	*x = ReEncryptRequest{}
+	mi := &file_sigil_v1_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReEncryptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReEncryptRequest) ProtoMessage() {}
+
+func (x *ReEncryptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReEncryptRequest.ProtoReflect.Descriptor instead.
+func (*ReEncryptRequest) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ReEncryptRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReEncryptRequest) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+func (x *ReEncryptRequest) GetAssociatedData() []byte {
+	if x != nil {
+		return x.AssociatedData
+	}
+	return nil
+}
+
+func (x *ReEncryptRequest) GetDestinationName() string {
+	if x != nil {
+		return x.DestinationName
+	}
+	return ""
+}
+
+type ReEncryptResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Ciphertext       []byte                 `protobuf:"bytes,1,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
+	KeyVersion       uint32                 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	SourceKeyVersion uint32                 `protobuf:"varint,3,opt,name=source_key_version,json=sourceKeyVersion,proto3" json:"source_key_version,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ReEncryptResponse) Reset() {
+	*x = ReEncryptResponse{}
+	mi := &file_sigil_v1_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReEncryptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReEncryptResponse) ProtoMessage() {}
+
+func (x *ReEncryptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sigil_v1_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReEncryptResponse.ProtoReflect.Descriptor instead.
+func (*ReEncryptResponse) Descriptor() ([]byte, []int) {
+	return file_sigil_v1_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ReEncryptResponse) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+func (x *ReEncryptResponse) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
+func (x *ReEncryptResponse) GetSourceKeyVersion() uint32 {
+	if x != nil {
+		return x.SourceKeyVersion
+	}
+	return 0
+}
+
 var File_sigil_v1_service_proto protoreflect.FileDescriptor
 
 const file_sigil_v1_service_proto_rawDesc = "" +
 	"\n" +
-	"\x16sigil/v1/service.proto\x12\bsigil.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x12sigil/v1/key.proto\"\xd4\x01\n" +
+	"\x16sigil/v1/service.proto\x12\bsigil.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12sigil/v1/key.proto\"\x96\x03\n" +
 	"\x10CreateKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
 	"\talgorithm\x18\x02 \x01(\x0e2\x13.sigil.v1.AlgorithmR\talgorithm\x12>\n" +
-	"\x06labels\x18\x03 \x03(\v2&.sigil.v1.CreateKeyRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x03 \x03(\v2&.sigil.v1.CreateKeyRequest.LabelsEntryR\x06labels\x12B\n" +
+	"\x0frotation_period\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x0erotationPeriod\x12>\n" +
+	"\rdestroy_delay\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\fdestroyDelay\x12<\n" +
+	"\fpublish_lead\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vpublishLead\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"4\n" +
@@ -1403,9 +2206,18 @@ const file_sigil_v1_service_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"]\n" +
 	"\x10ListKeysResponse\x12!\n" +
 	"\x04keys\x18\x01 \x03(\v2\r.sigil.v1.KeyR\x04keys\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xb2\x02\n" +
+	"\x10UpdateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12B\n" +
+	"\x0frotation_period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0erotationPeriod\x12H\n" +
+	"\x12next_rotation_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x10nextRotationTime\x12>\n" +
+	"\rdestroy_delay\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fdestroyDelay\x12<\n" +
+	"\fpublish_lead\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\vpublishLead\"4\n" +
+	"\x11UpdateKeyResponse\x12\x1f\n" +
+	"\x03key\x18\x01 \x01(\v2\r.sigil.v1.KeyR\x03key\"D\n" +
 	"\x10RotateKeyRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"J\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\timmediate\x18\x02 \x01(\bR\timmediate\"J\n" +
 	"\x11RotateKeyResponse\x125\n" +
 	"\vkey_version\x18\x01 \x01(\v2\x14.sigil.v1.KeyVersionR\n" +
 	"keyVersion\"h\n" +
@@ -1480,19 +2292,76 @@ const file_sigil_v1_service_proto_rawDesc = "" +
 	"\x0fSignJWTResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1f\n" +
 	"\vkey_version\x18\x02 \x01(\rR\n" +
-	"keyVersion*o\n" +
+	"keyVersion\"G\n" +
+	"\x17EnableKeyVersionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"Q\n" +
+	"\x18EnableKeyVersionResponse\x125\n" +
+	"\vkey_version\x18\x01 \x01(\v2\x14.sigil.v1.KeyVersionR\n" +
+	"keyVersion\"H\n" +
+	"\x18DisableKeyVersionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"R\n" +
+	"\x19DisableKeyVersionResponse\x125\n" +
+	"\vkey_version\x18\x01 \x01(\v2\x14.sigil.v1.KeyVersionR\n" +
+	"keyVersion\"T\n" +
+	"$ScheduleKeyVersionDestructionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"^\n" +
+	"%ScheduleKeyVersionDestructionResponse\x125\n" +
+	"\vkey_version\x18\x01 \x01(\v2\x14.sigil.v1.KeyVersionR\n" +
+	"keyVersion\"H\n" +
+	"\x18RestoreKeyVersionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"R\n" +
+	"\x19RestoreKeyVersionResponse\x125\n" +
+	"\vkey_version\x18\x01 \x01(\v2\x14.sigil.v1.KeyVersionR\n" +
+	"keyVersion\"\x82\x01\n" +
+	"\x16GenerateDataKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
+	"\x0fassociated_data\x18\x02 \x01(\fR\x0eassociatedData\x12+\n" +
+	"\x11without_plaintext\x18\x03 \x01(\bR\x10withoutPlaintext\"x\n" +
+	"\x17GenerateDataKeyResponse\x12\x1c\n" +
+	"\tplaintext\x18\x01 \x01(\fR\tplaintext\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x02 \x01(\fR\n" +
+	"ciphertext\x12\x1f\n" +
+	"\vkey_version\x18\x03 \x01(\rR\n" +
+	"keyVersion\"\x9a\x01\n" +
+	"\x10ReEncryptRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x02 \x01(\fR\n" +
+	"ciphertext\x12'\n" +
+	"\x0fassociated_data\x18\x03 \x01(\fR\x0eassociatedData\x12)\n" +
+	"\x10destination_name\x18\x04 \x01(\tR\x0fdestinationName\"\x82\x01\n" +
+	"\x11ReEncryptResponse\x12\x1e\n" +
+	"\n" +
+	"ciphertext\x18\x01 \x01(\fR\n" +
+	"ciphertext\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\rR\n" +
+	"keyVersion\x12,\n" +
+	"\x12source_key_version\x18\x03 \x01(\rR\x10sourceKeyVersion*o\n" +
 	"\x11SignatureEncoding\x12\"\n" +
 	"\x1eSIGNATURE_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16SIGNATURE_ENCODING_DER\x10\x01\x12\x1a\n" +
-	"\x16SIGNATURE_ENCODING_RAW\x10\x022\xfd\x05\n" +
+	"\x16SIGNATURE_ENCODING_RAW\x10\x022\xfb\n" +
+	"\n" +
 	"\x14KeyManagementService\x12D\n" +
 	"\tCreateKey\x12\x1a.sigil.v1.CreateKeyRequest\x1a\x1b.sigil.v1.CreateKeyResponse\x12;\n" +
 	"\x06GetKey\x12\x17.sigil.v1.GetKeyRequest\x1a\x18.sigil.v1.GetKeyResponse\x12A\n" +
 	"\bListKeys\x12\x19.sigil.v1.ListKeysRequest\x1a\x1a.sigil.v1.ListKeysResponse\x12D\n" +
+	"\tUpdateKey\x12\x1a.sigil.v1.UpdateKeyRequest\x1a\x1b.sigil.v1.UpdateKeyResponse\x12D\n" +
 	"\tRotateKey\x12\x1a.sigil.v1.RotateKeyRequest\x1a\x1b.sigil.v1.RotateKeyResponse\x12V\n" +
-	"\x0fListKeyVersions\x12 .sigil.v1.ListKeyVersionsRequest\x1a!.sigil.v1.ListKeyVersionsResponse\x12>\n" +
+	"\x0fListKeyVersions\x12 .sigil.v1.ListKeyVersionsRequest\x1a!.sigil.v1.ListKeyVersionsResponse\x12Y\n" +
+	"\x10EnableKeyVersion\x12!.sigil.v1.EnableKeyVersionRequest\x1a\".sigil.v1.EnableKeyVersionResponse\x12\\\n" +
+	"\x11DisableKeyVersion\x12\".sigil.v1.DisableKeyVersionRequest\x1a#.sigil.v1.DisableKeyVersionResponse\x12\x80\x01\n" +
+	"\x1dScheduleKeyVersionDestruction\x12..sigil.v1.ScheduleKeyVersionDestructionRequest\x1a/.sigil.v1.ScheduleKeyVersionDestructionResponse\x12\\\n" +
+	"\x11RestoreKeyVersion\x12\".sigil.v1.RestoreKeyVersionRequest\x1a#.sigil.v1.RestoreKeyVersionResponse\x12>\n" +
 	"\aEncrypt\x12\x18.sigil.v1.EncryptRequest\x1a\x19.sigil.v1.EncryptResponse\x12>\n" +
-	"\aDecrypt\x12\x18.sigil.v1.DecryptRequest\x1a\x19.sigil.v1.DecryptResponse\x125\n" +
+	"\aDecrypt\x12\x18.sigil.v1.DecryptRequest\x1a\x19.sigil.v1.DecryptResponse\x12V\n" +
+	"\x0fGenerateDataKey\x12 .sigil.v1.GenerateDataKeyRequest\x1a!.sigil.v1.GenerateDataKeyResponse\x12D\n" +
+	"\tReEncrypt\x12\x1a.sigil.v1.ReEncryptRequest\x1a\x1b.sigil.v1.ReEncryptResponse\x125\n" +
 	"\x04Sign\x12\x15.sigil.v1.SignRequest\x1a\x16.sigil.v1.SignResponse\x12;\n" +
 	"\x06Verify\x12\x17.sigil.v1.VerifyRequest\x1a\x18.sigil.v1.VerifyResponse\x12M\n" +
 	"\fGetPublicKey\x12\x1d.sigil.v1.GetPublicKeyRequest\x1a\x1e.sigil.v1.GetPublicKeyResponse\x12>\n" +
@@ -1512,79 +2381,121 @@ func file_sigil_v1_service_proto_rawDescGZIP() []byte {
 }
 
 var file_sigil_v1_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sigil_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_sigil_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_sigil_v1_service_proto_goTypes = []any{
-	(SignatureEncoding)(0),          // 0: sigil.v1.SignatureEncoding
-	(*CreateKeyRequest)(nil),        // 1: sigil.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),       // 2: sigil.v1.CreateKeyResponse
-	(*GetKeyRequest)(nil),           // 3: sigil.v1.GetKeyRequest
-	(*GetKeyResponse)(nil),          // 4: sigil.v1.GetKeyResponse
-	(*ListKeysRequest)(nil),         // 5: sigil.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),        // 6: sigil.v1.ListKeysResponse
-	(*RotateKeyRequest)(nil),        // 7: sigil.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),       // 8: sigil.v1.RotateKeyResponse
-	(*ListKeyVersionsRequest)(nil),  // 9: sigil.v1.ListKeyVersionsRequest
-	(*ListKeyVersionsResponse)(nil), // 10: sigil.v1.ListKeyVersionsResponse
-	(*EncryptRequest)(nil),          // 11: sigil.v1.EncryptRequest
-	(*EncryptResponse)(nil),         // 12: sigil.v1.EncryptResponse
-	(*DecryptRequest)(nil),          // 13: sigil.v1.DecryptRequest
-	(*DecryptResponse)(nil),         // 14: sigil.v1.DecryptResponse
-	(*SignRequest)(nil),             // 15: sigil.v1.SignRequest
-	(*SignResponse)(nil),            // 16: sigil.v1.SignResponse
-	(*VerifyRequest)(nil),           // 17: sigil.v1.VerifyRequest
-	(*VerifyResponse)(nil),          // 18: sigil.v1.VerifyResponse
-	(*GetPublicKeyRequest)(nil),     // 19: sigil.v1.GetPublicKeyRequest
-	(*GetPublicKeyResponse)(nil),    // 20: sigil.v1.GetPublicKeyResponse
-	(*SignJWTRequest)(nil),          // 21: sigil.v1.SignJWTRequest
-	(*SignJWTResponse)(nil),         // 22: sigil.v1.SignJWTResponse
-	nil,                             // 23: sigil.v1.CreateKeyRequest.LabelsEntry
-	nil,                             // 24: sigil.v1.SignJWTRequest.HeadersEntry
-	(Algorithm)(0),                  // 25: sigil.v1.Algorithm
-	(*Key)(nil),                     // 26: sigil.v1.Key
-	(*KeyVersion)(nil),              // 27: sigil.v1.KeyVersion
-	(*structpb.Struct)(nil),         // 28: google.protobuf.Struct
+	(SignatureEncoding)(0),                        // 0: sigil.v1.SignatureEncoding
+	(*CreateKeyRequest)(nil),                      // 1: sigil.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),                     // 2: sigil.v1.CreateKeyResponse
+	(*GetKeyRequest)(nil),                         // 3: sigil.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),                        // 4: sigil.v1.GetKeyResponse
+	(*ListKeysRequest)(nil),                       // 5: sigil.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),                      // 6: sigil.v1.ListKeysResponse
+	(*UpdateKeyRequest)(nil),                      // 7: sigil.v1.UpdateKeyRequest
+	(*UpdateKeyResponse)(nil),                     // 8: sigil.v1.UpdateKeyResponse
+	(*RotateKeyRequest)(nil),                      // 9: sigil.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),                     // 10: sigil.v1.RotateKeyResponse
+	(*ListKeyVersionsRequest)(nil),                // 11: sigil.v1.ListKeyVersionsRequest
+	(*ListKeyVersionsResponse)(nil),               // 12: sigil.v1.ListKeyVersionsResponse
+	(*EncryptRequest)(nil),                        // 13: sigil.v1.EncryptRequest
+	(*EncryptResponse)(nil),                       // 14: sigil.v1.EncryptResponse
+	(*DecryptRequest)(nil),                        // 15: sigil.v1.DecryptRequest
+	(*DecryptResponse)(nil),                       // 16: sigil.v1.DecryptResponse
+	(*SignRequest)(nil),                           // 17: sigil.v1.SignRequest
+	(*SignResponse)(nil),                          // 18: sigil.v1.SignResponse
+	(*VerifyRequest)(nil),                         // 19: sigil.v1.VerifyRequest
+	(*VerifyResponse)(nil),                        // 20: sigil.v1.VerifyResponse
+	(*GetPublicKeyRequest)(nil),                   // 21: sigil.v1.GetPublicKeyRequest
+	(*GetPublicKeyResponse)(nil),                  // 22: sigil.v1.GetPublicKeyResponse
+	(*SignJWTRequest)(nil),                        // 23: sigil.v1.SignJWTRequest
+	(*SignJWTResponse)(nil),                       // 24: sigil.v1.SignJWTResponse
+	(*EnableKeyVersionRequest)(nil),               // 25: sigil.v1.EnableKeyVersionRequest
+	(*EnableKeyVersionResponse)(nil),              // 26: sigil.v1.EnableKeyVersionResponse
+	(*DisableKeyVersionRequest)(nil),              // 27: sigil.v1.DisableKeyVersionRequest
+	(*DisableKeyVersionResponse)(nil),             // 28: sigil.v1.DisableKeyVersionResponse
+	(*ScheduleKeyVersionDestructionRequest)(nil),  // 29: sigil.v1.ScheduleKeyVersionDestructionRequest
+	(*ScheduleKeyVersionDestructionResponse)(nil), // 30: sigil.v1.ScheduleKeyVersionDestructionResponse
+	(*RestoreKeyVersionRequest)(nil),              // 31: sigil.v1.RestoreKeyVersionRequest
+	(*RestoreKeyVersionResponse)(nil),             // 32: sigil.v1.RestoreKeyVersionResponse
+	(*GenerateDataKeyRequest)(nil),                // 33: sigil.v1.GenerateDataKeyRequest
+	(*GenerateDataKeyResponse)(nil),               // 34: sigil.v1.GenerateDataKeyResponse
+	(*ReEncryptRequest)(nil),                      // 35: sigil.v1.ReEncryptRequest
+	(*ReEncryptResponse)(nil),                     // 36: sigil.v1.ReEncryptResponse
+	nil,                                           // 37: sigil.v1.CreateKeyRequest.LabelsEntry
+	nil,                                           // 38: sigil.v1.SignJWTRequest.HeadersEntry
+	(Algorithm)(0),                                // 39: sigil.v1.Algorithm
+	(*durationpb.Duration)(nil),                   // 40: google.protobuf.Duration
+	(*Key)(nil),                                   // 41: sigil.v1.Key
+	(*timestamppb.Timestamp)(nil),                 // 42: google.protobuf.Timestamp
+	(*KeyVersion)(nil),                            // 43: sigil.v1.KeyVersion
+	(*structpb.Struct)(nil),                       // 44: google.protobuf.Struct
 }
 var file_sigil_v1_service_proto_depIdxs = []int32{
-	25, // 0: sigil.v1.CreateKeyRequest.algorithm:type_name -> sigil.v1.Algorithm
-	23, // 1: sigil.v1.CreateKeyRequest.labels:type_name -> sigil.v1.CreateKeyRequest.LabelsEntry
-	26, // 2: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
-	26, // 3: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
-	26, // 4: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
-	27, // 5: sigil.v1.RotateKeyResponse.key_version:type_name -> sigil.v1.KeyVersion
-	27, // 6: sigil.v1.ListKeyVersionsResponse.key_versions:type_name -> sigil.v1.KeyVersion
-	0,  // 7: sigil.v1.SignRequest.encoding:type_name -> sigil.v1.SignatureEncoding
-	25, // 8: sigil.v1.SignResponse.algorithm:type_name -> sigil.v1.Algorithm
-	0,  // 9: sigil.v1.VerifyRequest.encoding:type_name -> sigil.v1.SignatureEncoding
-	25, // 10: sigil.v1.GetPublicKeyResponse.algorithm:type_name -> sigil.v1.Algorithm
-	28, // 11: sigil.v1.SignJWTRequest.claims:type_name -> google.protobuf.Struct
-	24, // 12: sigil.v1.SignJWTRequest.headers:type_name -> sigil.v1.SignJWTRequest.HeadersEntry
-	1,  // 13: sigil.v1.KeyManagementService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
-	3,  // 14: sigil.v1.KeyManagementService.GetKey:input_type -> sigil.v1.GetKeyRequest
-	5,  // 15: sigil.v1.KeyManagementService.ListKeys:input_type -> sigil.v1.ListKeysRequest
-	7,  // 16: sigil.v1.KeyManagementService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
-	9,  // 17: sigil.v1.KeyManagementService.ListKeyVersions:input_type -> sigil.v1.ListKeyVersionsRequest
-	11, // 18: sigil.v1.KeyManagementService.Encrypt:input_type -> sigil.v1.EncryptRequest
-	13, // 19: sigil.v1.KeyManagementService.Decrypt:input_type -> sigil.v1.DecryptRequest
-	15, // 20: sigil.v1.KeyManagementService.Sign:input_type -> sigil.v1.SignRequest
-	17, // 21: sigil.v1.KeyManagementService.Verify:input_type -> sigil.v1.VerifyRequest
-	19, // 22: sigil.v1.KeyManagementService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
-	21, // 23: sigil.v1.KeyManagementService.SignJWT:input_type -> sigil.v1.SignJWTRequest
-	2,  // 24: sigil.v1.KeyManagementService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
-	4,  // 25: sigil.v1.KeyManagementService.GetKey:output_type -> sigil.v1.GetKeyResponse
-	6,  // 26: sigil.v1.KeyManagementService.ListKeys:output_type -> sigil.v1.ListKeysResponse
-	8,  // 27: sigil.v1.KeyManagementService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
-	10, // 28: sigil.v1.KeyManagementService.ListKeyVersions:output_type -> sigil.v1.ListKeyVersionsResponse
-	12, // 29: sigil.v1.KeyManagementService.Encrypt:output_type -> sigil.v1.EncryptResponse
-	14, // 30: sigil.v1.KeyManagementService.Decrypt:output_type -> sigil.v1.DecryptResponse
-	16, // 31: sigil.v1.KeyManagementService.Sign:output_type -> sigil.v1.SignResponse
-	18, // 32: sigil.v1.KeyManagementService.Verify:output_type -> sigil.v1.VerifyResponse
-	20, // 33: sigil.v1.KeyManagementService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
-	22, // 34: sigil.v1.KeyManagementService.SignJWT:output_type -> sigil.v1.SignJWTResponse
-	24, // [24:35] is the sub-list for method output_type
-	13, // [13:24] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	39, // 0: sigil.v1.CreateKeyRequest.algorithm:type_name -> sigil.v1.Algorithm
+	37, // 1: sigil.v1.CreateKeyRequest.labels:type_name -> sigil.v1.CreateKeyRequest.LabelsEntry
+	40, // 2: sigil.v1.CreateKeyRequest.rotation_period:type_name -> google.protobuf.Duration
+	40, // 3: sigil.v1.CreateKeyRequest.destroy_delay:type_name -> google.protobuf.Duration
+	40, // 4: sigil.v1.CreateKeyRequest.publish_lead:type_name -> google.protobuf.Duration
+	41, // 5: sigil.v1.CreateKeyResponse.key:type_name -> sigil.v1.Key
+	41, // 6: sigil.v1.GetKeyResponse.key:type_name -> sigil.v1.Key
+	41, // 7: sigil.v1.ListKeysResponse.keys:type_name -> sigil.v1.Key
+	40, // 8: sigil.v1.UpdateKeyRequest.rotation_period:type_name -> google.protobuf.Duration
+	42, // 9: sigil.v1.UpdateKeyRequest.next_rotation_time:type_name -> google.protobuf.Timestamp
+	40, // 10: sigil.v1.UpdateKeyRequest.destroy_delay:type_name -> google.protobuf.Duration
+	40, // 11: sigil.v1.UpdateKeyRequest.publish_lead:type_name -> google.protobuf.Duration
+	41, // 12: sigil.v1.UpdateKeyResponse.key:type_name -> sigil.v1.Key
+	43, // 13: sigil.v1.RotateKeyResponse.key_version:type_name -> sigil.v1.KeyVersion
+	43, // 14: sigil.v1.ListKeyVersionsResponse.key_versions:type_name -> sigil.v1.KeyVersion
+	0,  // 15: sigil.v1.SignRequest.encoding:type_name -> sigil.v1.SignatureEncoding
+	39, // 16: sigil.v1.SignResponse.algorithm:type_name -> sigil.v1.Algorithm
+	0,  // 17: sigil.v1.VerifyRequest.encoding:type_name -> sigil.v1.SignatureEncoding
+	39, // 18: sigil.v1.GetPublicKeyResponse.algorithm:type_name -> sigil.v1.Algorithm
+	44, // 19: sigil.v1.SignJWTRequest.claims:type_name -> google.protobuf.Struct
+	38, // 20: sigil.v1.SignJWTRequest.headers:type_name -> sigil.v1.SignJWTRequest.HeadersEntry
+	43, // 21: sigil.v1.EnableKeyVersionResponse.key_version:type_name -> sigil.v1.KeyVersion
+	43, // 22: sigil.v1.DisableKeyVersionResponse.key_version:type_name -> sigil.v1.KeyVersion
+	43, // 23: sigil.v1.ScheduleKeyVersionDestructionResponse.key_version:type_name -> sigil.v1.KeyVersion
+	43, // 24: sigil.v1.RestoreKeyVersionResponse.key_version:type_name -> sigil.v1.KeyVersion
+	1,  // 25: sigil.v1.KeyManagementService.CreateKey:input_type -> sigil.v1.CreateKeyRequest
+	3,  // 26: sigil.v1.KeyManagementService.GetKey:input_type -> sigil.v1.GetKeyRequest
+	5,  // 27: sigil.v1.KeyManagementService.ListKeys:input_type -> sigil.v1.ListKeysRequest
+	7,  // 28: sigil.v1.KeyManagementService.UpdateKey:input_type -> sigil.v1.UpdateKeyRequest
+	9,  // 29: sigil.v1.KeyManagementService.RotateKey:input_type -> sigil.v1.RotateKeyRequest
+	11, // 30: sigil.v1.KeyManagementService.ListKeyVersions:input_type -> sigil.v1.ListKeyVersionsRequest
+	25, // 31: sigil.v1.KeyManagementService.EnableKeyVersion:input_type -> sigil.v1.EnableKeyVersionRequest
+	27, // 32: sigil.v1.KeyManagementService.DisableKeyVersion:input_type -> sigil.v1.DisableKeyVersionRequest
+	29, // 33: sigil.v1.KeyManagementService.ScheduleKeyVersionDestruction:input_type -> sigil.v1.ScheduleKeyVersionDestructionRequest
+	31, // 34: sigil.v1.KeyManagementService.RestoreKeyVersion:input_type -> sigil.v1.RestoreKeyVersionRequest
+	13, // 35: sigil.v1.KeyManagementService.Encrypt:input_type -> sigil.v1.EncryptRequest
+	15, // 36: sigil.v1.KeyManagementService.Decrypt:input_type -> sigil.v1.DecryptRequest
+	33, // 37: sigil.v1.KeyManagementService.GenerateDataKey:input_type -> sigil.v1.GenerateDataKeyRequest
+	35, // 38: sigil.v1.KeyManagementService.ReEncrypt:input_type -> sigil.v1.ReEncryptRequest
+	17, // 39: sigil.v1.KeyManagementService.Sign:input_type -> sigil.v1.SignRequest
+	19, // 40: sigil.v1.KeyManagementService.Verify:input_type -> sigil.v1.VerifyRequest
+	21, // 41: sigil.v1.KeyManagementService.GetPublicKey:input_type -> sigil.v1.GetPublicKeyRequest
+	23, // 42: sigil.v1.KeyManagementService.SignJWT:input_type -> sigil.v1.SignJWTRequest
+	2,  // 43: sigil.v1.KeyManagementService.CreateKey:output_type -> sigil.v1.CreateKeyResponse
+	4,  // 44: sigil.v1.KeyManagementService.GetKey:output_type -> sigil.v1.GetKeyResponse
+	6,  // 45: sigil.v1.KeyManagementService.ListKeys:output_type -> sigil.v1.ListKeysResponse
+	8,  // 46: sigil.v1.KeyManagementService.UpdateKey:output_type -> sigil.v1.UpdateKeyResponse
+	10, // 47: sigil.v1.KeyManagementService.RotateKey:output_type -> sigil.v1.RotateKeyResponse
+	12, // 48: sigil.v1.KeyManagementService.ListKeyVersions:output_type -> sigil.v1.ListKeyVersionsResponse
+	26, // 49: sigil.v1.KeyManagementService.EnableKeyVersion:output_type -> sigil.v1.EnableKeyVersionResponse
+	28, // 50: sigil.v1.KeyManagementService.DisableKeyVersion:output_type -> sigil.v1.DisableKeyVersionResponse
+	30, // 51: sigil.v1.KeyManagementService.ScheduleKeyVersionDestruction:output_type -> sigil.v1.ScheduleKeyVersionDestructionResponse
+	32, // 52: sigil.v1.KeyManagementService.RestoreKeyVersion:output_type -> sigil.v1.RestoreKeyVersionResponse
+	14, // 53: sigil.v1.KeyManagementService.Encrypt:output_type -> sigil.v1.EncryptResponse
+	16, // 54: sigil.v1.KeyManagementService.Decrypt:output_type -> sigil.v1.DecryptResponse
+	34, // 55: sigil.v1.KeyManagementService.GenerateDataKey:output_type -> sigil.v1.GenerateDataKeyResponse
+	36, // 56: sigil.v1.KeyManagementService.ReEncrypt:output_type -> sigil.v1.ReEncryptResponse
+	18, // 57: sigil.v1.KeyManagementService.Sign:output_type -> sigil.v1.SignResponse
+	20, // 58: sigil.v1.KeyManagementService.Verify:output_type -> sigil.v1.VerifyResponse
+	22, // 59: sigil.v1.KeyManagementService.GetPublicKey:output_type -> sigil.v1.GetPublicKeyResponse
+	24, // 60: sigil.v1.KeyManagementService.SignJWT:output_type -> sigil.v1.SignJWTResponse
+	43, // [43:61] is the sub-list for method output_type
+	25, // [25:43] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_sigil_v1_service_proto_init() }
@@ -1593,11 +2504,11 @@ func file_sigil_v1_service_proto_init() {
 		return
 	}
 	file_sigil_v1_key_proto_init()
-	file_sigil_v1_service_proto_msgTypes[14].OneofWrappers = []any{
+	file_sigil_v1_service_proto_msgTypes[16].OneofWrappers = []any{
 		(*SignRequest_Digest)(nil),
 		(*SignRequest_Message)(nil),
 	}
-	file_sigil_v1_service_proto_msgTypes[16].OneofWrappers = []any{
+	file_sigil_v1_service_proto_msgTypes[18].OneofWrappers = []any{
 		(*VerifyRequest_Digest)(nil),
 		(*VerifyRequest_Message)(nil),
 	}
@@ -1607,7 +2518,7 @@ func file_sigil_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sigil_v1_service_proto_rawDesc), len(file_sigil_v1_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

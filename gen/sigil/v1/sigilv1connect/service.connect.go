@@ -42,18 +42,39 @@ const (
 	// KeyManagementServiceListKeysProcedure is the fully-qualified name of the KeyManagementService's
 	// ListKeys RPC.
 	KeyManagementServiceListKeysProcedure = "/sigil.v1.KeyManagementService/ListKeys"
+	// KeyManagementServiceUpdateKeyProcedure is the fully-qualified name of the KeyManagementService's
+	// UpdateKey RPC.
+	KeyManagementServiceUpdateKeyProcedure = "/sigil.v1.KeyManagementService/UpdateKey"
 	// KeyManagementServiceRotateKeyProcedure is the fully-qualified name of the KeyManagementService's
 	// RotateKey RPC.
 	KeyManagementServiceRotateKeyProcedure = "/sigil.v1.KeyManagementService/RotateKey"
 	// KeyManagementServiceListKeyVersionsProcedure is the fully-qualified name of the
 	// KeyManagementService's ListKeyVersions RPC.
 	KeyManagementServiceListKeyVersionsProcedure = "/sigil.v1.KeyManagementService/ListKeyVersions"
+	// KeyManagementServiceEnableKeyVersionProcedure is the fully-qualified name of the
+	// KeyManagementService's EnableKeyVersion RPC.
+	KeyManagementServiceEnableKeyVersionProcedure = "/sigil.v1.KeyManagementService/EnableKeyVersion"
+	// KeyManagementServiceDisableKeyVersionProcedure is the fully-qualified name of the
+	// KeyManagementService's DisableKeyVersion RPC.
+	KeyManagementServiceDisableKeyVersionProcedure = "/sigil.v1.KeyManagementService/DisableKeyVersion"
+	// KeyManagementServiceScheduleKeyVersionDestructionProcedure is the fully-qualified name of the
+	// KeyManagementService's ScheduleKeyVersionDestruction RPC.
+	KeyManagementServiceScheduleKeyVersionDestructionProcedure = "/sigil.v1.KeyManagementService/ScheduleKeyVersionDestruction"
+	// KeyManagementServiceRestoreKeyVersionProcedure is the fully-qualified name of the
+	// KeyManagementService's RestoreKeyVersion RPC.
+	KeyManagementServiceRestoreKeyVersionProcedure = "/sigil.v1.KeyManagementService/RestoreKeyVersion"
 	// KeyManagementServiceEncryptProcedure is the fully-qualified name of the KeyManagementService's
 	// Encrypt RPC.
 	KeyManagementServiceEncryptProcedure = "/sigil.v1.KeyManagementService/Encrypt"
 	// KeyManagementServiceDecryptProcedure is the fully-qualified name of the KeyManagementService's
 	// Decrypt RPC.
 	KeyManagementServiceDecryptProcedure = "/sigil.v1.KeyManagementService/Decrypt"
+	// KeyManagementServiceGenerateDataKeyProcedure is the fully-qualified name of the
+	// KeyManagementService's GenerateDataKey RPC.
+	KeyManagementServiceGenerateDataKeyProcedure = "/sigil.v1.KeyManagementService/GenerateDataKey"
+	// KeyManagementServiceReEncryptProcedure is the fully-qualified name of the KeyManagementService's
+	// ReEncrypt RPC.
+	KeyManagementServiceReEncryptProcedure = "/sigil.v1.KeyManagementService/ReEncrypt"
 	// KeyManagementServiceSignProcedure is the fully-qualified name of the KeyManagementService's Sign
 	// RPC.
 	KeyManagementServiceSignProcedure = "/sigil.v1.KeyManagementService/Sign"
@@ -76,15 +97,36 @@ type KeyManagementServiceClient interface {
 	GetKey(context.Context, *v1.GetKeyRequest) (*v1.GetKeyResponse, error)
 	// ListKeys returns keys ordered by name, one page at a time.
 	ListKeys(context.Context, *v1.ListKeysRequest) (*v1.ListKeysResponse, error)
-	// RotateKey creates a new version and makes it primary. Older versions
-	// keep decrypting.
+	// UpdateKey changes a key's rotation schedule, destroy delay and publish
+	// lead.
+	UpdateKey(context.Context, *v1.UpdateKeyRequest) (*v1.UpdateKeyResponse, error)
+	// RotateKey creates a new version. An encryption key's new version is
+	// primary at once; a signing key's is published in JWKS at once and
+	// becomes primary after the key's publish lead, unless immediate is set.
+	// Older versions keep decrypting and verifying.
 	RotateKey(context.Context, *v1.RotateKeyRequest) (*v1.RotateKeyResponse, error)
 	// ListKeyVersions returns a key's versions in ascending order.
 	ListKeyVersions(context.Context, *v1.ListKeyVersionsRequest) (*v1.ListKeyVersionsResponse, error)
+	// EnableKeyVersion enables a DISABLED version.
+	EnableKeyVersion(context.Context, *v1.EnableKeyVersionRequest) (*v1.EnableKeyVersionResponse, error)
+	// DisableKeyVersion disables an ENABLED version that is not primary.
+	DisableKeyVersion(context.Context, *v1.DisableKeyVersionRequest) (*v1.DisableKeyVersionResponse, error)
+	// ScheduleKeyVersionDestruction schedules an ENABLED or DISABLED version
+	// that is not primary for destruction after the key's destroy delay.
+	ScheduleKeyVersionDestruction(context.Context, *v1.ScheduleKeyVersionDestructionRequest) (*v1.ScheduleKeyVersionDestructionResponse, error)
+	// RestoreKeyVersion cancels a scheduled destruction; the version becomes
+	// DISABLED.
+	RestoreKeyVersion(context.Context, *v1.RestoreKeyVersionRequest) (*v1.RestoreKeyVersionResponse, error)
 	// Encrypt encrypts up to 64 KiB under the key's primary version.
 	Encrypt(context.Context, *v1.EncryptRequest) (*v1.EncryptResponse, error)
 	// Decrypt decrypts a ciphertext produced by Encrypt under the same key.
 	Decrypt(context.Context, *v1.DecryptRequest) (*v1.DecryptResponse, error)
+	// GenerateDataKey returns a fresh 256-bit data key from the HSM and the
+	// same key encrypted under the key's primary version.
+	GenerateDataKey(context.Context, *v1.GenerateDataKeyRequest) (*v1.GenerateDataKeyResponse, error)
+	// ReEncrypt decrypts a ciphertext and encrypts its plaintext under the
+	// primary version of the same or another key, inside the server.
+	ReEncrypt(context.Context, *v1.ReEncryptRequest) (*v1.ReEncryptResponse, error)
 	// Sign signs a digest or a message with a signing key.
 	Sign(context.Context, *v1.SignRequest) (*v1.SignResponse, error)
 	// Verify checks a signature against a version's public key.
@@ -125,6 +167,12 @@ func NewKeyManagementServiceClient(httpClient connect.HTTPClient, baseURL string
 			connect.WithSchema(keyManagementServiceMethods.ByName("ListKeys")),
 			connect.WithClientOptions(opts...),
 		),
+		updateKey: connect.NewClient[v1.UpdateKeyRequest, v1.UpdateKeyResponse](
+			httpClient,
+			baseURL+KeyManagementServiceUpdateKeyProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("UpdateKey")),
+			connect.WithClientOptions(opts...),
+		),
 		rotateKey: connect.NewClient[v1.RotateKeyRequest, v1.RotateKeyResponse](
 			httpClient,
 			baseURL+KeyManagementServiceRotateKeyProcedure,
@@ -137,6 +185,30 @@ func NewKeyManagementServiceClient(httpClient connect.HTTPClient, baseURL string
 			connect.WithSchema(keyManagementServiceMethods.ByName("ListKeyVersions")),
 			connect.WithClientOptions(opts...),
 		),
+		enableKeyVersion: connect.NewClient[v1.EnableKeyVersionRequest, v1.EnableKeyVersionResponse](
+			httpClient,
+			baseURL+KeyManagementServiceEnableKeyVersionProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("EnableKeyVersion")),
+			connect.WithClientOptions(opts...),
+		),
+		disableKeyVersion: connect.NewClient[v1.DisableKeyVersionRequest, v1.DisableKeyVersionResponse](
+			httpClient,
+			baseURL+KeyManagementServiceDisableKeyVersionProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("DisableKeyVersion")),
+			connect.WithClientOptions(opts...),
+		),
+		scheduleKeyVersionDestruction: connect.NewClient[v1.ScheduleKeyVersionDestructionRequest, v1.ScheduleKeyVersionDestructionResponse](
+			httpClient,
+			baseURL+KeyManagementServiceScheduleKeyVersionDestructionProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("ScheduleKeyVersionDestruction")),
+			connect.WithClientOptions(opts...),
+		),
+		restoreKeyVersion: connect.NewClient[v1.RestoreKeyVersionRequest, v1.RestoreKeyVersionResponse](
+			httpClient,
+			baseURL+KeyManagementServiceRestoreKeyVersionProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("RestoreKeyVersion")),
+			connect.WithClientOptions(opts...),
+		),
 		encrypt: connect.NewClient[v1.EncryptRequest, v1.EncryptResponse](
 			httpClient,
 			baseURL+KeyManagementServiceEncryptProcedure,
@@ -147,6 +219,18 @@ func NewKeyManagementServiceClient(httpClient connect.HTTPClient, baseURL string
 			httpClient,
 			baseURL+KeyManagementServiceDecryptProcedure,
 			connect.WithSchema(keyManagementServiceMethods.ByName("Decrypt")),
+			connect.WithClientOptions(opts...),
+		),
+		generateDataKey: connect.NewClient[v1.GenerateDataKeyRequest, v1.GenerateDataKeyResponse](
+			httpClient,
+			baseURL+KeyManagementServiceGenerateDataKeyProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("GenerateDataKey")),
+			connect.WithClientOptions(opts...),
+		),
+		reEncrypt: connect.NewClient[v1.ReEncryptRequest, v1.ReEncryptResponse](
+			httpClient,
+			baseURL+KeyManagementServiceReEncryptProcedure,
+			connect.WithSchema(keyManagementServiceMethods.ByName("ReEncrypt")),
 			connect.WithClientOptions(opts...),
 		),
 		sign: connect.NewClient[v1.SignRequest, v1.SignResponse](
@@ -178,17 +262,24 @@ func NewKeyManagementServiceClient(httpClient connect.HTTPClient, baseURL string
 
 // keyManagementServiceClient implements KeyManagementServiceClient.
 type keyManagementServiceClient struct {
-	createKey       *connect.Client[v1.CreateKeyRequest, v1.CreateKeyResponse]
-	getKey          *connect.Client[v1.GetKeyRequest, v1.GetKeyResponse]
-	listKeys        *connect.Client[v1.ListKeysRequest, v1.ListKeysResponse]
-	rotateKey       *connect.Client[v1.RotateKeyRequest, v1.RotateKeyResponse]
-	listKeyVersions *connect.Client[v1.ListKeyVersionsRequest, v1.ListKeyVersionsResponse]
-	encrypt         *connect.Client[v1.EncryptRequest, v1.EncryptResponse]
-	decrypt         *connect.Client[v1.DecryptRequest, v1.DecryptResponse]
-	sign            *connect.Client[v1.SignRequest, v1.SignResponse]
-	verify          *connect.Client[v1.VerifyRequest, v1.VerifyResponse]
-	getPublicKey    *connect.Client[v1.GetPublicKeyRequest, v1.GetPublicKeyResponse]
-	signJWT         *connect.Client[v1.SignJWTRequest, v1.SignJWTResponse]
+	createKey                     *connect.Client[v1.CreateKeyRequest, v1.CreateKeyResponse]
+	getKey                        *connect.Client[v1.GetKeyRequest, v1.GetKeyResponse]
+	listKeys                      *connect.Client[v1.ListKeysRequest, v1.ListKeysResponse]
+	updateKey                     *connect.Client[v1.UpdateKeyRequest, v1.UpdateKeyResponse]
+	rotateKey                     *connect.Client[v1.RotateKeyRequest, v1.RotateKeyResponse]
+	listKeyVersions               *connect.Client[v1.ListKeyVersionsRequest, v1.ListKeyVersionsResponse]
+	enableKeyVersion              *connect.Client[v1.EnableKeyVersionRequest, v1.EnableKeyVersionResponse]
+	disableKeyVersion             *connect.Client[v1.DisableKeyVersionRequest, v1.DisableKeyVersionResponse]
+	scheduleKeyVersionDestruction *connect.Client[v1.ScheduleKeyVersionDestructionRequest, v1.ScheduleKeyVersionDestructionResponse]
+	restoreKeyVersion             *connect.Client[v1.RestoreKeyVersionRequest, v1.RestoreKeyVersionResponse]
+	encrypt                       *connect.Client[v1.EncryptRequest, v1.EncryptResponse]
+	decrypt                       *connect.Client[v1.DecryptRequest, v1.DecryptResponse]
+	generateDataKey               *connect.Client[v1.GenerateDataKeyRequest, v1.GenerateDataKeyResponse]
+	reEncrypt                     *connect.Client[v1.ReEncryptRequest, v1.ReEncryptResponse]
+	sign                          *connect.Client[v1.SignRequest, v1.SignResponse]
+	verify                        *connect.Client[v1.VerifyRequest, v1.VerifyResponse]
+	getPublicKey                  *connect.Client[v1.GetPublicKeyRequest, v1.GetPublicKeyResponse]
+	signJWT                       *connect.Client[v1.SignJWTRequest, v1.SignJWTResponse]
 }
 
 // CreateKey calls sigil.v1.KeyManagementService.CreateKey.
@@ -218,6 +309,15 @@ func (c *keyManagementServiceClient) ListKeys(ctx context.Context, req *v1.ListK
 	return nil, err
 }
 
+// UpdateKey calls sigil.v1.KeyManagementService.UpdateKey.
+func (c *keyManagementServiceClient) UpdateKey(ctx context.Context, req *v1.UpdateKeyRequest) (*v1.UpdateKeyResponse, error) {
+	response, err := c.updateKey.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // RotateKey calls sigil.v1.KeyManagementService.RotateKey.
 func (c *keyManagementServiceClient) RotateKey(ctx context.Context, req *v1.RotateKeyRequest) (*v1.RotateKeyResponse, error) {
 	response, err := c.rotateKey.CallUnary(ctx, connect.NewRequest(req))
@@ -236,6 +336,42 @@ func (c *keyManagementServiceClient) ListKeyVersions(ctx context.Context, req *v
 	return nil, err
 }
 
+// EnableKeyVersion calls sigil.v1.KeyManagementService.EnableKeyVersion.
+func (c *keyManagementServiceClient) EnableKeyVersion(ctx context.Context, req *v1.EnableKeyVersionRequest) (*v1.EnableKeyVersionResponse, error) {
+	response, err := c.enableKeyVersion.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// DisableKeyVersion calls sigil.v1.KeyManagementService.DisableKeyVersion.
+func (c *keyManagementServiceClient) DisableKeyVersion(ctx context.Context, req *v1.DisableKeyVersionRequest) (*v1.DisableKeyVersionResponse, error) {
+	response, err := c.disableKeyVersion.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ScheduleKeyVersionDestruction calls sigil.v1.KeyManagementService.ScheduleKeyVersionDestruction.
+func (c *keyManagementServiceClient) ScheduleKeyVersionDestruction(ctx context.Context, req *v1.ScheduleKeyVersionDestructionRequest) (*v1.ScheduleKeyVersionDestructionResponse, error) {
+	response, err := c.scheduleKeyVersionDestruction.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// RestoreKeyVersion calls sigil.v1.KeyManagementService.RestoreKeyVersion.
+func (c *keyManagementServiceClient) RestoreKeyVersion(ctx context.Context, req *v1.RestoreKeyVersionRequest) (*v1.RestoreKeyVersionResponse, error) {
+	response, err := c.restoreKeyVersion.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // Encrypt calls sigil.v1.KeyManagementService.Encrypt.
 func (c *keyManagementServiceClient) Encrypt(ctx context.Context, req *v1.EncryptRequest) (*v1.EncryptResponse, error) {
 	response, err := c.encrypt.CallUnary(ctx, connect.NewRequest(req))
@@ -248,6 +384,24 @@ func (c *keyManagementServiceClient) Encrypt(ctx context.Context, req *v1.Encryp
 // Decrypt calls sigil.v1.KeyManagementService.Decrypt.
 func (c *keyManagementServiceClient) Decrypt(ctx context.Context, req *v1.DecryptRequest) (*v1.DecryptResponse, error) {
 	response, err := c.decrypt.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// GenerateDataKey calls sigil.v1.KeyManagementService.GenerateDataKey.
+func (c *keyManagementServiceClient) GenerateDataKey(ctx context.Context, req *v1.GenerateDataKeyRequest) (*v1.GenerateDataKeyResponse, error) {
+	response, err := c.generateDataKey.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// ReEncrypt calls sigil.v1.KeyManagementService.ReEncrypt.
+func (c *keyManagementServiceClient) ReEncrypt(ctx context.Context, req *v1.ReEncryptRequest) (*v1.ReEncryptResponse, error) {
+	response, err := c.reEncrypt.CallUnary(ctx, connect.NewRequest(req))
 	if response != nil {
 		return response.Msg, err
 	}
@@ -298,15 +452,36 @@ type KeyManagementServiceHandler interface {
 	GetKey(context.Context, *v1.GetKeyRequest) (*v1.GetKeyResponse, error)
 	// ListKeys returns keys ordered by name, one page at a time.
 	ListKeys(context.Context, *v1.ListKeysRequest) (*v1.ListKeysResponse, error)
-	// RotateKey creates a new version and makes it primary. Older versions
-	// keep decrypting.
+	// UpdateKey changes a key's rotation schedule, destroy delay and publish
+	// lead.
+	UpdateKey(context.Context, *v1.UpdateKeyRequest) (*v1.UpdateKeyResponse, error)
+	// RotateKey creates a new version. An encryption key's new version is
+	// primary at once; a signing key's is published in JWKS at once and
+	// becomes primary after the key's publish lead, unless immediate is set.
+	// Older versions keep decrypting and verifying.
 	RotateKey(context.Context, *v1.RotateKeyRequest) (*v1.RotateKeyResponse, error)
 	// ListKeyVersions returns a key's versions in ascending order.
 	ListKeyVersions(context.Context, *v1.ListKeyVersionsRequest) (*v1.ListKeyVersionsResponse, error)
+	// EnableKeyVersion enables a DISABLED version.
+	EnableKeyVersion(context.Context, *v1.EnableKeyVersionRequest) (*v1.EnableKeyVersionResponse, error)
+	// DisableKeyVersion disables an ENABLED version that is not primary.
+	DisableKeyVersion(context.Context, *v1.DisableKeyVersionRequest) (*v1.DisableKeyVersionResponse, error)
+	// ScheduleKeyVersionDestruction schedules an ENABLED or DISABLED version
+	// that is not primary for destruction after the key's destroy delay.
+	ScheduleKeyVersionDestruction(context.Context, *v1.ScheduleKeyVersionDestructionRequest) (*v1.ScheduleKeyVersionDestructionResponse, error)
+	// RestoreKeyVersion cancels a scheduled destruction; the version becomes
+	// DISABLED.
+	RestoreKeyVersion(context.Context, *v1.RestoreKeyVersionRequest) (*v1.RestoreKeyVersionResponse, error)
 	// Encrypt encrypts up to 64 KiB under the key's primary version.
 	Encrypt(context.Context, *v1.EncryptRequest) (*v1.EncryptResponse, error)
 	// Decrypt decrypts a ciphertext produced by Encrypt under the same key.
 	Decrypt(context.Context, *v1.DecryptRequest) (*v1.DecryptResponse, error)
+	// GenerateDataKey returns a fresh 256-bit data key from the HSM and the
+	// same key encrypted under the key's primary version.
+	GenerateDataKey(context.Context, *v1.GenerateDataKeyRequest) (*v1.GenerateDataKeyResponse, error)
+	// ReEncrypt decrypts a ciphertext and encrypts its plaintext under the
+	// primary version of the same or another key, inside the server.
+	ReEncrypt(context.Context, *v1.ReEncryptRequest) (*v1.ReEncryptResponse, error)
 	// Sign signs a digest or a message with a signing key.
 	Sign(context.Context, *v1.SignRequest) (*v1.SignResponse, error)
 	// Verify checks a signature against a version's public key.
@@ -343,6 +518,12 @@ func NewKeyManagementServiceHandler(svc KeyManagementServiceHandler, opts ...con
 		connect.WithSchema(keyManagementServiceMethods.ByName("ListKeys")),
 		connect.WithHandlerOptions(opts...),
 	)
+	keyManagementServiceUpdateKeyHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceUpdateKeyProcedure,
+		svc.UpdateKey,
+		connect.WithSchema(keyManagementServiceMethods.ByName("UpdateKey")),
+		connect.WithHandlerOptions(opts...),
+	)
 	keyManagementServiceRotateKeyHandler := connect.NewUnaryHandlerSimple(
 		KeyManagementServiceRotateKeyProcedure,
 		svc.RotateKey,
@@ -355,6 +536,30 @@ func NewKeyManagementServiceHandler(svc KeyManagementServiceHandler, opts ...con
 		connect.WithSchema(keyManagementServiceMethods.ByName("ListKeyVersions")),
 		connect.WithHandlerOptions(opts...),
 	)
+	keyManagementServiceEnableKeyVersionHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceEnableKeyVersionProcedure,
+		svc.EnableKeyVersion,
+		connect.WithSchema(keyManagementServiceMethods.ByName("EnableKeyVersion")),
+		connect.WithHandlerOptions(opts...),
+	)
+	keyManagementServiceDisableKeyVersionHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceDisableKeyVersionProcedure,
+		svc.DisableKeyVersion,
+		connect.WithSchema(keyManagementServiceMethods.ByName("DisableKeyVersion")),
+		connect.WithHandlerOptions(opts...),
+	)
+	keyManagementServiceScheduleKeyVersionDestructionHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceScheduleKeyVersionDestructionProcedure,
+		svc.ScheduleKeyVersionDestruction,
+		connect.WithSchema(keyManagementServiceMethods.ByName("ScheduleKeyVersionDestruction")),
+		connect.WithHandlerOptions(opts...),
+	)
+	keyManagementServiceRestoreKeyVersionHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceRestoreKeyVersionProcedure,
+		svc.RestoreKeyVersion,
+		connect.WithSchema(keyManagementServiceMethods.ByName("RestoreKeyVersion")),
+		connect.WithHandlerOptions(opts...),
+	)
 	keyManagementServiceEncryptHandler := connect.NewUnaryHandlerSimple(
 		KeyManagementServiceEncryptProcedure,
 		svc.Encrypt,
@@ -365,6 +570,18 @@ func NewKeyManagementServiceHandler(svc KeyManagementServiceHandler, opts ...con
 		KeyManagementServiceDecryptProcedure,
 		svc.Decrypt,
 		connect.WithSchema(keyManagementServiceMethods.ByName("Decrypt")),
+		connect.WithHandlerOptions(opts...),
+	)
+	keyManagementServiceGenerateDataKeyHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceGenerateDataKeyProcedure,
+		svc.GenerateDataKey,
+		connect.WithSchema(keyManagementServiceMethods.ByName("GenerateDataKey")),
+		connect.WithHandlerOptions(opts...),
+	)
+	keyManagementServiceReEncryptHandler := connect.NewUnaryHandlerSimple(
+		KeyManagementServiceReEncryptProcedure,
+		svc.ReEncrypt,
+		connect.WithSchema(keyManagementServiceMethods.ByName("ReEncrypt")),
 		connect.WithHandlerOptions(opts...),
 	)
 	keyManagementServiceSignHandler := connect.NewUnaryHandlerSimple(
@@ -399,14 +616,28 @@ func NewKeyManagementServiceHandler(svc KeyManagementServiceHandler, opts ...con
 			keyManagementServiceGetKeyHandler.ServeHTTP(w, r)
 		case KeyManagementServiceListKeysProcedure:
 			keyManagementServiceListKeysHandler.ServeHTTP(w, r)
+		case KeyManagementServiceUpdateKeyProcedure:
+			keyManagementServiceUpdateKeyHandler.ServeHTTP(w, r)
 		case KeyManagementServiceRotateKeyProcedure:
 			keyManagementServiceRotateKeyHandler.ServeHTTP(w, r)
 		case KeyManagementServiceListKeyVersionsProcedure:
 			keyManagementServiceListKeyVersionsHandler.ServeHTTP(w, r)
+		case KeyManagementServiceEnableKeyVersionProcedure:
+			keyManagementServiceEnableKeyVersionHandler.ServeHTTP(w, r)
+		case KeyManagementServiceDisableKeyVersionProcedure:
+			keyManagementServiceDisableKeyVersionHandler.ServeHTTP(w, r)
+		case KeyManagementServiceScheduleKeyVersionDestructionProcedure:
+			keyManagementServiceScheduleKeyVersionDestructionHandler.ServeHTTP(w, r)
+		case KeyManagementServiceRestoreKeyVersionProcedure:
+			keyManagementServiceRestoreKeyVersionHandler.ServeHTTP(w, r)
 		case KeyManagementServiceEncryptProcedure:
 			keyManagementServiceEncryptHandler.ServeHTTP(w, r)
 		case KeyManagementServiceDecryptProcedure:
 			keyManagementServiceDecryptHandler.ServeHTTP(w, r)
+		case KeyManagementServiceGenerateDataKeyProcedure:
+			keyManagementServiceGenerateDataKeyHandler.ServeHTTP(w, r)
+		case KeyManagementServiceReEncryptProcedure:
+			keyManagementServiceReEncryptHandler.ServeHTTP(w, r)
 		case KeyManagementServiceSignProcedure:
 			keyManagementServiceSignHandler.ServeHTTP(w, r)
 		case KeyManagementServiceVerifyProcedure:
@@ -436,6 +667,10 @@ func (UnimplementedKeyManagementServiceHandler) ListKeys(context.Context, *v1.Li
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.ListKeys is not implemented"))
 }
 
+func (UnimplementedKeyManagementServiceHandler) UpdateKey(context.Context, *v1.UpdateKeyRequest) (*v1.UpdateKeyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.UpdateKey is not implemented"))
+}
+
 func (UnimplementedKeyManagementServiceHandler) RotateKey(context.Context, *v1.RotateKeyRequest) (*v1.RotateKeyResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.RotateKey is not implemented"))
 }
@@ -444,12 +679,36 @@ func (UnimplementedKeyManagementServiceHandler) ListKeyVersions(context.Context,
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.ListKeyVersions is not implemented"))
 }
 
+func (UnimplementedKeyManagementServiceHandler) EnableKeyVersion(context.Context, *v1.EnableKeyVersionRequest) (*v1.EnableKeyVersionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.EnableKeyVersion is not implemented"))
+}
+
+func (UnimplementedKeyManagementServiceHandler) DisableKeyVersion(context.Context, *v1.DisableKeyVersionRequest) (*v1.DisableKeyVersionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.DisableKeyVersion is not implemented"))
+}
+
+func (UnimplementedKeyManagementServiceHandler) ScheduleKeyVersionDestruction(context.Context, *v1.ScheduleKeyVersionDestructionRequest) (*v1.ScheduleKeyVersionDestructionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.ScheduleKeyVersionDestruction is not implemented"))
+}
+
+func (UnimplementedKeyManagementServiceHandler) RestoreKeyVersion(context.Context, *v1.RestoreKeyVersionRequest) (*v1.RestoreKeyVersionResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.RestoreKeyVersion is not implemented"))
+}
+
 func (UnimplementedKeyManagementServiceHandler) Encrypt(context.Context, *v1.EncryptRequest) (*v1.EncryptResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.Encrypt is not implemented"))
 }
 
 func (UnimplementedKeyManagementServiceHandler) Decrypt(context.Context, *v1.DecryptRequest) (*v1.DecryptResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.Decrypt is not implemented"))
+}
+
+func (UnimplementedKeyManagementServiceHandler) GenerateDataKey(context.Context, *v1.GenerateDataKeyRequest) (*v1.GenerateDataKeyResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.GenerateDataKey is not implemented"))
+}
+
+func (UnimplementedKeyManagementServiceHandler) ReEncrypt(context.Context, *v1.ReEncryptRequest) (*v1.ReEncryptResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("sigil.v1.KeyManagementService.ReEncrypt is not implemented"))
 }
 
 func (UnimplementedKeyManagementServiceHandler) Sign(context.Context, *v1.SignRequest) (*v1.SignResponse, error) {
