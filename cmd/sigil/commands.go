@@ -65,6 +65,10 @@ func createKey(ctx context.Context, c *cli, args []string) error {
 	alg := fs.String("algorithm", "AES_256_GCM", "key algorithm")
 	labels := labelFlags{}
 	fs.Var(labels, "label", "label key=value (repeatable)")
+	var rotation, destroy, lead durationFlag
+	fs.Var(&rotation, "rotation-period", "rotate on this schedule, e.g. 720h")
+	fs.Var(&destroy, "destroy-delay", "wait before destroying a scheduled version (default 720h)")
+	fs.Var(&lead, "publish-lead", "publish a new signing version this long before it signs (default 10m)")
 	pos, err := parse(fs, c, args, 1, "one key name")
 	if err != nil {
 		return err
@@ -73,7 +77,8 @@ func createKey(ctx context.Context, c *cli, args []string) error {
 	if !ok {
 		return fmt.Errorf("unknown algorithm %q", *alg)
 	}
-	res, err := c.client.CreateKey(ctx, &sigilv1.CreateKeyRequest{Name: pos[0], Algorithm: sigilv1.Algorithm(v), Labels: labels})
+	res, err := c.client.CreateKey(ctx, &sigilv1.CreateKeyRequest{Name: pos[0], Algorithm: sigilv1.Algorithm(v), Labels: labels,
+		RotationPeriod: rotation.d, DestroyDelay: destroy.d, PublishLead: lead.d})
 	if err != nil {
 		return err
 	}
@@ -114,11 +119,13 @@ func listKeys(ctx context.Context, c *cli, args []string) error {
 }
 
 func rotateKey(ctx context.Context, c *cli, args []string) error {
-	pos, err := parse(flag.NewFlagSet("rotate-key", flag.ContinueOnError), c, args, 1, "one key name")
+	fs := flag.NewFlagSet("rotate-key", flag.ContinueOnError)
+	immediate := fs.Bool("immediate", false, "make a new signing version primary at once, skipping the publish lead")
+	pos, err := parse(fs, c, args, 1, "one key name")
 	if err != nil {
 		return err
 	}
-	res, err := c.client.RotateKey(ctx, &sigilv1.RotateKeyRequest{Name: pos[0]})
+	res, err := c.client.RotateKey(ctx, &sigilv1.RotateKeyRequest{Name: pos[0], Immediate: *immediate})
 	if err != nil {
 		return err
 	}

@@ -3,7 +3,9 @@
 //	sigil [--addr URL] COMMAND [flags] [args]
 //
 // Commands: create-key, get-key, list-keys, rotate-key, list-versions,
-// encrypt, decrypt, sign, verify, public-key, sign-jwt, verify-jwt. Metadata is printed as JSON; encrypt and decrypt read
+// encrypt, decrypt, sign, verify, public-key, sign-jwt, verify-jwt,
+// update-key, enable-version, disable-version, destroy-version,
+// restore-version, generate-data-key, re-encrypt. Metadata is printed as JSON; encrypt and decrypt read
 // and write files, or stdin and stdout when a path is "-" or not given.
 package main
 
@@ -27,10 +29,12 @@ import (
 const usage = `usage: sigil [--addr URL] COMMAND [flags] [args]
 
 Commands:
-  create-key [--algorithm AES_256_GCM|EC_P256_SHA256|...] [--label k=v]... NAME
+  create-key [--algorithm AES_256_GCM|EC_P256_SHA256|...] [--label k=v]... [--rotation-period D] [--destroy-delay D] [--publish-lead D] NAME
   get-key NAME
   list-keys [--page-size N]
-  rotate-key NAME
+  rotate-key [--immediate] NAME
+  update-key [--rotation-period D] [--next-rotation T] [--destroy-delay D] [--publish-lead D] NAME
+  enable-version | disable-version | destroy-version | restore-version NAME VERSION
   list-versions NAME
   encrypt [--in FILE] [--out FILE] [--aad TEXT] [--base64] NAME
   decrypt [--in FILE] [--out FILE] [--aad TEXT] [--base64] NAME
@@ -39,6 +43,8 @@ Commands:
   public-key [--version N] [--jwk] NAME
   sign-jwt [--claims JSON] [--typ T] [--cty C] NAME      (claims from stdin if not given)
   verify-jwt [--jwks URL] TOKEN                          (checks against the JWKS only)
+  generate-data-key [--aad TEXT] [--without-plaintext] NAME
+  re-encrypt [--in FILE] [--out FILE] [--aad TEXT] [--base64] [--to KEY] NAME
 
 The server address defaults to $SIGIL_ADDR or http://127.0.0.1:8380.
 `
@@ -62,18 +68,25 @@ type cli struct {
 type command func(ctx context.Context, c *cli, args []string) error
 
 var commands = map[string]command{
-	"create-key":    createKey,
-	"get-key":       getKey,
-	"list-keys":     listKeys,
-	"rotate-key":    rotateKey,
-	"list-versions": listVersions,
-	"encrypt":       encrypt,
-	"decrypt":       decrypt,
-	"sign":          sign,
-	"verify":        verify,
-	"public-key":    publicKey,
-	"sign-jwt":      signJWT,
-	"verify-jwt":    verifyJWT,
+	"create-key":        createKey,
+	"get-key":           getKey,
+	"list-keys":         listKeys,
+	"rotate-key":        rotateKey,
+	"list-versions":     listVersions,
+	"encrypt":           encrypt,
+	"decrypt":           decrypt,
+	"sign":              sign,
+	"verify":            verify,
+	"public-key":        publicKey,
+	"sign-jwt":          signJWT,
+	"verify-jwt":        verifyJWT,
+	"update-key":        updateKey,
+	"enable-version":    enableVersion,
+	"disable-version":   disableVersion,
+	"destroy-version":   destroyVersion,
+	"restore-version":   restoreVersion,
+	"generate-data-key": generateDataKey,
+	"re-encrypt":        reEncrypt,
 }
 
 // run executes one command and returns the process exit code.
