@@ -2,9 +2,14 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"testing"
+	"time"
+
+	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
+	"github.com/sigil-kms/sigil/gen/sigil/v1/sigilv1connect"
 )
 
 // TestEnvelopeGoldenV1 pins envelope format v1: changing it breaks every
@@ -46,5 +51,42 @@ func TestParseEnvelopeRejects(t *testing.T) {
 		if _, _, _, _, err := parseEnvelope(b); !errors.Is(err, ErrEnvelope) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// fakeKMS answers GenerateDataKey with fresh keys and counts the calls.
+type fakeKMS struct {
+	sigilv1connect.KeyManagementServiceClient
+	calls int
+}
+
+func (f *fakeKMS) GenerateDataKey(context.Context, *sigilv1.GenerateDataKeyRequest) (*sigilv1.GenerateDataKeyResponse, error) {
+	f.calls++
+	return &sigilv1.GenerateDataKeyResponse{Plaintext: bytes.Repeat([]byte{byte(f.calls)}, 32), Ciphertext: []byte{byte(f.calls)}}, nil
+}
+
+// TestEnvelopeMaxAge checks that a cached data key stops sealing once it
+// is MaxAge old.
+func TestEnvelopeMaxAge(t *testing.T) {
+	f := &fakeKMS{}
+	env := (&Client{f}).Envelope("k", EnvelopeOptions{MaxAge: time.Minute, MaxMessages: 1000})
+	now := time.Unix(1_000_000, 0)
+	env.now = func() time.Time { return now }
+	seal := func() {
+		t.Helper()
+		if _, err := env.Seal(t.Context(), []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seal()
+	now = now.Add(59 * time.Second)
+	seal()
+	if f.calls != 1 {
+		t.Fatalf("%d data keys within MaxAge, want 1", f.calls)
+	}
+	now = now.Add(time.Second)
+	seal()
+	if f.calls != 2 {
+		t.Fatalf("%d data keys after MaxAge, want 2", f.calls)
 	}
 }
