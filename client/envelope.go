@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
+
 	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
 )
 
@@ -167,6 +169,9 @@ func (e *Envelope) openKey(ctx context.Context, wrapped []byte) (cipher.AEAD, er
 		}
 	}
 	res, err := e.c.KeyManagementServiceClient.Decrypt(ctx, &sigilv1.DecryptRequest{Name: e.key, Ciphertext: wrapped, AssociatedData: envelopeContext})
+	if connect.CodeOf(err) == connect.CodeInvalidArgument {
+		return nil, fmt.Errorf("%w: the wrapped data key does not decrypt", ErrEnvelope)
+	}
 	if err != nil {
 		return nil, err
 	}

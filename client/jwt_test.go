@@ -215,6 +215,23 @@ func TestVerifierRejectsForgeries(t *testing.T) {
 			t.Errorf("%s: Verify = %v, want ErrTokenInvalid", name, err)
 		}
 	}
+	// The global JWKS holds every Sigil signing key, so a genuine token of
+	// key b verifies there; a verifier that trusts only key a uses a's
+	// own JWKS and refuses it.
+	tokenB := s.signJWT(t, "b", map[string]any{"sub": "bob"}, nil)
+	if _, err := v.Verify(ctx, tokenB); err != nil {
+		t.Fatalf("b's token on the global JWKS: %v", err)
+	}
+	onlyA, err := client.NewVerifier(ctx, s.url+"/v1/keys/a/jwks.json", s.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := onlyA.Verify(ctx, tokenB); !errors.Is(err, client.ErrTokenInvalid) {
+		t.Errorf("b's genuine token on a's JWKS: %v, want ErrTokenInvalid", err)
+	}
+	if _, err := onlyA.Verify(ctx, good); err != nil {
+		t.Errorf("a's token on a's JWKS: %v", err)
+	}
 	expired := s.signJWT(t, "a", map[string]any{"sub": "alice", "exp": time.Now().Add(-time.Hour).Unix()}, nil)
 	if _, err := v.Verify(ctx, expired); !errors.Is(err, client.ErrTokenInvalid) {
 		t.Errorf("expired token: %v", err)

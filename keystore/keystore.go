@@ -141,6 +141,10 @@ type Transition struct {
 	// NotPrimary makes the transition fail with ErrConflict if the version
 	// is the key's primary or staged primary.
 	NotPrimary bool
+	// DueBy, when not zero, makes the transition fail with ErrConflict
+	// unless the version's DestroyTime is set and at or before DueBy, as
+	// checked under the same lock as the change.
+	DueBy time.Time
 }
 
 // PublicKey is the public key of one enabled version of a signing key, as
@@ -187,6 +191,11 @@ type Store interface {
 	// It returns ErrNotFound if the version does not exist and
 	// ErrConflict if it is not pending.
 	CommitVersion(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, primary bool) (Key, Version, error)
+
+	// CommitStaged is CommitVersion with primary false followed by
+	// StagePrimary, in one transaction, so that a crash cannot leave an
+	// enabled version that never becomes primary.
+	CommitStaged(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, promoteTime time.Time) (Key, Version, error)
 
 	// AbortVersion deletes a pending version whose HSM object was never made.
 	// If the key then has no versions left, the key is deleted too (a

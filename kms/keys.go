@@ -52,7 +52,7 @@ func (s *Service) CreateKey(ctx context.Context, req CreateKeyRequest) (keystore
 	if req.PublishLead == 0 {
 		req.PublishLead = DefaultPublishLead
 	}
-	if err := checkSettings(req.RotationPeriod, req.DestroyDelay, req.PublishLead); err != nil {
+	if err := checkSettings(alg.purpose, req.RotationPeriod, req.DestroyDelay, req.PublishLead); err != nil {
 		return keystore.Key{}, err
 	}
 	id, err := uuid.NewRandomFromReader(s.rand)
@@ -77,14 +77,23 @@ func (s *Service) CreateKey(ctx context.Context, req CreateKeyRequest) (keystore
 	if err != nil {
 		return keystore.Key{}, internal("create key", err)
 	}
-	k, _, err = s.makeVersion(ctx, k, v, true)
+	k, _, err = s.makeVersion(ctx, k, v, time.Time{})
 	return k, err
 }
 
+// MinPublishLead is the shortest non-zero publish lead: the JWKS max-age,
+// so that verifiers' cached key sets hold a new version before any token
+// carries its kid.
+const MinPublishLead = 5 * time.Minute
+
 // checkSettings validates a key's rotation period, destroy delay and
 // publish lead.
-func checkSettings(rotation, destroy, lead time.Duration) error {
+func checkSettings(purpose keystore.Purpose, rotation, destroy, lead time.Duration) error {
 	switch {
+	case lead != 0 && lead < MinPublishLead:
+		return newError(ErrInvalidArgument, "publish lead must be 0 or at least %v (the JWKS max-age)", MinPublishLead)
+	case purpose == keystore.PurposeSignVerify && rotation != 0 && rotation <= lead:
+		return newError(ErrInvalidArgument, "rotation period must be longer than the publish lead")
 	case rotation != 0 && (rotation < minRotationPeriod || rotation > maxSetting):
 		return newError(ErrInvalidArgument, "rotation period must be 0 or between 1 minute and 100 years")
 	case destroy < minDestroyDelay || destroy > maxSetting:
@@ -95,12 +104,13 @@ func checkSettings(rotation, destroy, lead time.Duration) error {
 	return nil
 }
 
-// makeVersion generates the HSM object of a pending version and commits it,
-// as the key's primary if primary is set. If the HSM object cannot be made,
+// makeVersion generates the HSM object of a pending version and commits it:
+// as the key's primary when stageUntil is zero, else staged to become
+// primary at stageUntil. If the HSM object cannot be made,
 // the pending row is removed again, so no row ever points at a missing
 // object; if the commit fails, the version stays pending and Reconcile
 // removes it and its object later.
-func (s *Service) makeVersion(ctx context.Context, k keystore.Key, v keystore.Version, primary bool) (keystore.Key, keystore.Version, error) {
+func (s *Service) makeVersion(ctx context.Context, k keystore.Key, v keystore.Version, stageUntil time.Time) (keystore.Key, keystore.Version, error) {
 	s.failpoint("version:pending")
 	spec := hsm.KeySpec{ID: v.HSMID, Label: hsmLabel(k.ID, v.Version), Type: algorithms[k.Algorithm].keyType}
 	pub, err := s.hsm.GenerateKey(ctx, spec)
@@ -124,7 +134,11 @@ func (s *Service) makeVersion(ctx context.Context, k keystore.Key, v keystore.Ve
 	// away, so that the key is never left half-made.
 	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 	defer cancel()
-	k, v, err = s.store.CommitVersion(commitCtx, k.ID, v.Version, der, primary)
+	if stageUntil.IsZero() {
+		k, v, err = s.store.CommitVersion(commitCtx, k.ID, v.Version, der, true)
+	} else {
+		k, v, err = s.store.CommitStaged(commitCtx, k.ID, v.Version, der, stageUntil)
+	}
 	if errors.Is(err, keystore.ErrNotFound) {
 		// Reconcile gave the version up as abandoned; its object is ours
 		// to remove.
@@ -228,18 +242,11 @@ func (s *Service) rotate(ctx context.Context, k keystore.Key, immediate bool) (k
 	if err != nil {
 		return keystore.Key{}, keystore.Version{}, internal("add version", err)
 	}
-	staged := k.Purpose == keystore.PurposeSignVerify && !immediate && k.PublishLead > 0
-	k, v, err = s.makeVersion(ctx, k, v, !staged)
-	if err != nil || !staged {
-		return k, v, err
+	var stageUntil time.Time
+	if k.Purpose == keystore.PurposeSignVerify && !immediate && k.PublishLead > 0 {
+		stageUntil = s.now().Add(k.PublishLead)
 	}
-	stageCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
-	defer cancel()
-	k, err = s.store.StagePrimary(stageCtx, k.ID, v.Version, s.now().Add(k.PublishLead))
-	if err != nil {
-		return keystore.Key{}, keystore.Version{}, internal("stage primary", err)
-	}
-	return k, v, nil
+	return s.makeVersion(ctx, k, v, stageUntil)
 }
 
 // ListKeyVersions returns up to size versions of the key after the page

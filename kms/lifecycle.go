@@ -35,7 +35,7 @@ func (s *Service) UpdateKey(ctx context.Context, name string, u KeyUpdate) (keys
 	if u.PublishLead != nil {
 		lead = *u.PublishLead
 	}
-	if err := checkSettings(period, destroy, lead); err != nil {
+	if err := checkSettings(k.Purpose, period, destroy, lead); err != nil {
 		return keystore.Key{}, err
 	}
 	su := keystore.KeyUpdate{RotationPeriod: u.RotationPeriod, DestroyDelay: u.DestroyDelay, PublishLead: u.PublishLead, NextRotationTime: u.NextRotationTime}

@@ -16,17 +16,19 @@ const schedulerBatch = 100
 // RunScheduler runs scheduled work every interval until ctx ends. Every
 // replica runs it; the store makes sure that one replica at a time does a
 // pass.
+// The first pass runs one interval after the start (sigild reconciles
+// before it serves).
 func (s *Service) RunScheduler(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := s.RunScheduled(ctx); err != nil && ctx.Err() == nil {
-			s.log.LogAttrs(ctx, slog.LevelError, "scheduled work failed", slog.String("cause", err.Error()))
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if err := s.RunScheduled(ctx); err != nil && ctx.Err() == nil {
+			s.log.LogAttrs(ctx, slog.LevelError, "scheduled work failed", slog.String("cause", err.Error()))
 		}
 	}
 }
@@ -77,6 +79,11 @@ func (s *Service) rotateDue(ctx context.Context, now time.Time) error {
 			continue
 		}
 		if _, v, err := s.rotate(ctx, k, false); err != nil {
+			// Make it due again, so the next pass retries rather than
+			// waiting a whole period.
+			if _, uerr := s.store.UpdateKey(ctx, k.ID, keystore.KeyUpdate{NextRotationTime: &now}); uerr != nil {
+				err = errors.Join(err, internal("reschedule rotation", uerr))
+			}
 			errs = append(errs, err)
 		} else {
 			s.log.LogAttrs(ctx, slog.LevelInfo, "scheduled rotation", slog.String("key", k.Name), slog.Uint64("version", uint64(v.Version)))
@@ -138,10 +145,10 @@ func (s *Service) destroyDue(ctx context.Context, now time.Time) error {
 	var errs []error
 	for _, v := range due {
 		_, err := s.store.SetVersionState(ctx, v.KeyID, v.Version, keystore.Transition{
-			From: []keystore.State{keystore.StateDestroyScheduled}, To: keystore.StateDestroyed, DestroyTime: now,
+			From: []keystore.State{keystore.StateDestroyScheduled}, To: keystore.StateDestroyed, DestroyTime: now, DueBy: now,
 		})
 		if errors.Is(err, keystore.ErrConflict) {
-			continue // restored meanwhile
+			continue // restored (and perhaps rescheduled) meanwhile
 		}
 		if err != nil {
 			errs = append(errs, internal("mark destroyed", err))

@@ -69,7 +69,7 @@ func WithFailpoint(f func(step string)) Option {
 }
 
 // WithPendingGrace sets how old a pending version must be before Reconcile
-// removes it (default 2 minutes). A version is pending only while a
+// removes it (default 10 minutes). A version is pending only while a
 // replica makes it; a shorter grace risks removing one in progress.
 func WithPendingGrace(d time.Duration) Option {
 	return func(s *Service) { s.pendingGrace = d }
@@ -94,7 +94,7 @@ func New(b hsm.Backend, s keystore.Store, opts ...Option) *Service {
 		now:          time.Now,
 		log:          slog.New(slog.DiscardHandler),
 		failpoint:    func(string) {},
-		pendingGrace: 2 * time.Minute,
+		pendingGrace: 10 * time.Minute,
 		budget:       budget{soft: 1<<31 - 1<<27, hard: 1 << 31, batch: 1024},
 	}
 	for _, o := range opts {

@@ -68,13 +68,13 @@ func (h *handler) GetPublicKey(ctx context.Context, req *sigilv1.GetPublicKeyReq
 }
 
 func (h *handler) SignJWT(ctx context.Context, req *sigilv1.SignJWTRequest) (*sigilv1.SignJWTResponse, error) {
+	// Claims that do not encode as JSON (a NaN number) stay nil, which the
+	// core refuses as not a JSON object.
 	var claims []byte
 	if req.GetClaims() != nil {
-		b, err := protojson.Marshal(req.GetClaims())
-		if err != nil {
-			return nil, err
+		if b, err := protojson.Marshal(req.GetClaims()); err == nil {
+			claims = b
 		}
-		claims = b
 	}
 	token, v, err := h.svc.SignJWT(ctx, req.GetName(), claims, req.GetHeaders())
 	if err != nil {

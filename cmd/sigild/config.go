@@ -53,7 +53,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.BoolVar(&c.dev, "dev", env("SIGIL_DEV", "") == "1", "development mode: no authentication, loopback only (env SIGIL_DEV=1)")
 	fs.StringVar(&c.logLevel, "log-level", env("SIGIL_LOG_LEVEL", "info"), "debug, info, warn or error (env SIGIL_LOG_LEVEL)")
 	fs.DurationVar(&c.schedule, "scheduler-interval", 30*time.Second, "how often scheduled rotation, promotion and destruction run")
-	fs.DurationVar(&c.pendingGrace, "pending-grace", 2*time.Minute, "age after which a half-made key version counts as abandoned")
+	fs.DurationVar(&c.pendingGrace, "pending-grace", 10*time.Minute, "age after which a half-made key version counts as abandoned")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -29,7 +29,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{listen: "127.0.0.1:9999", databaseURL: "postgres://db/x", hsmModule: "/lib/p11.so", hsmTokenLabel: "tok",
-		hsmPINFile: "/run/pin", hsmSessions: 8, dev: true, logLevel: "debug", schedule: 30 * time.Second, pendingGrace: 2 * time.Minute}
+		hsmPINFile: "/run/pin", hsmSessions: 8, dev: true, logLevel: "debug", schedule: 30 * time.Second, pendingGrace: 10 * time.Minute}
 	if c != want {
 		t.Fatalf("config = %+v\nwant %+v", c, want)
 	}

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/sigil-kms/sigil/hsm/pkcs11"
@@ -165,11 +166,12 @@ func closeWhenIdle(inflight *sync.WaitGroup, backend io.Closer) error {
 // kills itself with SIGKILL. It exists for crash tests only.
 const failpointEnv = "SIGIL_TEST_FAILPOINT"
 
-// failpoint returns the kms failpoint hook: a no-op unless failpointEnv is
-// set.
+// failpoint returns the kms failpoint hook: a no-op unless this is a test
+// binary and failpointEnv is set, so that no environment variable can make
+// a production sigild kill itself.
 func failpoint(getenv func(string) string) func(string) {
 	at := getenv(failpointEnv)
-	if at == "" {
+	if at == "" || !testing.Testing() {
 		return func(string) {}
 	}
 	return func(step string) {

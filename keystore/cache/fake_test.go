@@ -236,6 +236,11 @@ func (f *fake) CommitVersion(ctx context.Context, keyID [16]byte, version uint32
 	return keystore.Key{}, keystore.Version{}, errFake
 }
 
+func (f *fake) CommitStaged(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, promoteTime time.Time) (keystore.Key, keystore.Version, error) {
+	f.enter("CommitStaged")
+	return keystore.Key{}, keystore.Version{}, errFake
+}
+
 func (f *fake) AbortVersion(ctx context.Context, keyID [16]byte, version uint32) error {
 	f.enter("AbortVersion")
 	return errFake

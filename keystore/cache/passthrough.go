@@ -65,6 +65,12 @@ func (c *Store) StagePrimary(ctx context.Context, keyID [16]byte, version uint32
 	return c.s.StagePrimary(ctx, keyID, version, promoteTime)
 }
 
+// CommitStaged passes through and drops the key's entries.
+func (c *Store) CommitStaged(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, promoteTime time.Time) (keystore.Key, keystore.Version, error) {
+	defer c.invalidate(keyID)
+	return c.s.CommitStaged(ctx, keyID, version, publicKey, promoteTime)
+}
+
 // PromoteDue passes through and drops the entries of the keys it changed,
 // or every entry if it failed, since it may have changed any key.
 func (c *Store) PromoteDue(ctx context.Context, now time.Time) ([]keystore.Key, error) {

@@ -140,6 +140,9 @@ func (m *Memory) SetVersionState(ctx context.Context, keyID [16]byte, version ui
 	if t.NotPrimary && (version == mk.key.PrimaryVersion || version == mk.key.StagedPrimary) {
 		return keystore.Version{}, fmt.Errorf("keystoretest: %s: version %d is the primary or staged primary: %w", op, version, keystore.ErrConflict)
 	}
+	if !t.DueBy.IsZero() && (v.DestroyTime.IsZero() || v.DestroyTime.After(dbTime(t.DueBy))) {
+		return keystore.Version{}, fmt.Errorf("keystoretest: %s: version %d is not due: %w", op, version, keystore.ErrConflict)
+	}
 	// The database's constraints.
 	if !slices.Contains(validStates, t.To) || (t.To == keystore.StatePending && v.PublicKey != nil) {
 		return keystore.Version{}, fmt.Errorf("keystoretest: %s: invalid state %q", op, t.To)
@@ -245,4 +248,34 @@ func (m *Memory) ReserveEncryptions(ctx context.Context, keyID [16]byte, version
 	}
 	v.EncryptCount += n
 	return v.EncryptCount, nil
+}
+
+// CommitStaged implements keystore.Store.
+func (m *Memory) CommitStaged(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, promoteTime time.Time) (keystore.Key, keystore.Version, error) {
+	const op = "commit staged"
+	if promoteTime.IsZero() {
+		return keystore.Key{}, keystore.Version{}, fmt.Errorf("keystoretest: %s: zero promote time", op)
+	}
+	m.mu.Lock()
+	defer m.unlock()
+	if err := m.check(ctx); err != nil {
+		return keystore.Key{}, keystore.Version{}, err
+	}
+	mk, i, err := m.find(op, keyID, version)
+	if err != nil {
+		return keystore.Key{}, keystore.Version{}, err
+	}
+	v := &mk.versions[i]
+	if v.State != keystore.StatePending {
+		return keystore.Key{}, keystore.Version{}, conflict(op, *v)
+	}
+	v.State = keystore.StateEnabled
+	if len(publicKey) > 0 {
+		v.PublicKey = bytes.Clone(publicKey)
+	}
+	if version > max(mk.key.PrimaryVersion, mk.key.StagedPrimary) {
+		mk.key.StagedPrimary, mk.key.PromoteTime = version, dbTime(promoteTime)
+	}
+	m.touch(keyID)
+	return cloneKey(mk.key), cloneVersion(*v), nil
 }

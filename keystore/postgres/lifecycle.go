@@ -189,13 +189,17 @@ func (s *Store) SetVersionState(ctx context.Context, keyID [16]byte, version uin
 		return keystore.Version{}, translate(ctx, op, err)
 	}
 	var state keystore.State
-	err = tx.QueryRow(ctx, `SELECT state FROM key_versions WHERE key_id = $1 AND version = $2`,
-		keyID, n).Scan(&state)
+	var destroyTime *time.Time
+	err = tx.QueryRow(ctx, `SELECT state, destroy_time FROM key_versions WHERE key_id = $1 AND version = $2`,
+		keyID, n).Scan(&state, &destroyTime)
 	if err != nil {
 		return keystore.Version{}, translate(ctx, op, err)
 	}
 	if !slices.Contains(t.From, state) {
 		return keystore.Version{}, fmt.Errorf("keystore: %s: version %d is %s: %w", op, version, state, keystore.ErrConflict)
+	}
+	if !t.DueBy.IsZero() && (destroyTime == nil || destroyTime.After(t.DueBy)) {
+		return keystore.Version{}, fmt.Errorf("keystore: %s: version %d is not due: %w", op, version, keystore.ErrConflict)
 	}
 	if t.NotPrimary && (version == k.PrimaryVersion || version == k.StagedPrimary) {
 		return keystore.Version{}, fmt.Errorf("keystore: %s: version %d is the primary or staged primary: %w", op, version, keystore.ErrConflict)

@@ -179,6 +179,60 @@ func (s *Store) CommitVersion(ctx context.Context, keyID [16]byte, version uint3
 	return k, v, nil
 }
 
+// CommitStaged enables a pending version and stages it as the key's
+// primary at promoteTime, in one transaction.
+func (s *Store) CommitStaged(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, promoteTime time.Time) (keystore.Key, keystore.Version, error) {
+	const op = "commit staged"
+	n, ok := versionParam(version)
+	if !ok {
+		return keystore.Key{}, keystore.Version{}, notFound(op)
+	}
+	if promoteTime.IsZero() {
+		return keystore.Key{}, keystore.Version{}, fmt.Errorf("keystore: %s: zero promote time", op)
+	}
+	if len(publicKey) == 0 {
+		publicKey = nil
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
+
+	k, err := lockKey(ctx, tx, keyID)
+	if err != nil {
+		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
+	}
+	v, err := scanVersion(tx.QueryRow(ctx, `
+		UPDATE key_versions SET state = 'ENABLED', public_key = $3
+		WHERE key_id = $1 AND version = $2 AND state = 'PENDING'
+		RETURNING `+versionColumns,
+		keyID, n, publicKey))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return keystore.Key{}, keystore.Version{}, versionMissingOrNotPending(ctx, tx, op, keyID, n)
+	}
+	if err != nil {
+		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
+	}
+	if version > max(k.PrimaryVersion, k.StagedPrimary) {
+		k, err = scanKey(tx.QueryRow(ctx, `
+			UPDATE keys SET staged_primary = $2, promote_time = $3
+			WHERE id = $1
+			RETURNING `+keyColumns,
+			keyID, n, promoteTime))
+		if err != nil {
+			return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
+		}
+	}
+	if err := notify(ctx, tx, keyID); err != nil {
+		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
+	}
+	return k, v, nil
+}
+
 // AbortVersion deletes a pending version and, if it was the key's last
 // version, the key. It returns an error wrapping keystore.ErrNotFound if the
 // version does not exist, or one wrapping keystore.ErrConflict if it is not

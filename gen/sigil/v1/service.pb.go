@@ -1429,7 +1429,8 @@ func (x *GetPublicKeyResponse) GetKeyVersion() uint32 {
 type SignJWTRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// The JWT claims set.
+	// The JWT claims set. Numbers travel as doubles: integers above 2^53
+	// lose precision, so send such values as strings.
 	Claims *structpb.Struct `protobuf:"bytes,2,opt,name=claims,proto3" json:"claims,omitempty"`
 	// Extra protected headers: only "typ" (default "JWT") and "cty".
 	Headers       map[string]string `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
