@@ -14,8 +14,11 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/sigil-kms/sigil/audit"
+	"github.com/sigil-kms/sigil/authn"
 	"github.com/sigil-kms/sigil/gen/sigil/v1/sigilv1connect"
 	"github.com/sigil-kms/sigil/kms"
+	"github.com/sigil-kms/sigil/policy"
 )
 
 // MaxRequestBytes is the largest request message the server reads; larger
@@ -33,7 +36,34 @@ type Options struct {
 	// RequestTimeout bounds every RPC whose caller sets no shorter
 	// deadline. Defaults to 30 seconds.
 	RequestTimeout time.Duration
+
+	// Authenticator establishes the caller of each RPC. Nil means
+	// development mode: every caller is DevIdentity.
+	Authenticator Authenticator
+	// Policy returns the authorization policy in force, for each RPC. Nil
+	// means every authenticated caller may call everything (development
+	// mode).
+	Policy func() *policy.Policy
+	// Audit records every RPC, allowed, refused or failed, before its
+	// result is returned; if it cannot, the RPC fails with Unavailable.
+	// Nil disables auditing (unit tests only; sigild always sets it).
+	Audit audit.Log
+	// AuditSalt keys the HMAC of associated data in audit records. It
+	// should be secret and the same on every replica.
+	AuditSalt []byte
+	// Now is the clock of SignJWT claim checks. Defaults to time.Now.
+	Now func() time.Time
 }
+
+// Authenticator establishes who sent a request.
+type Authenticator interface {
+	// Authenticate returns the caller's identity, or an error wrapping
+	// authn.ErrUnauthenticated.
+	Authenticate(r *http.Request) (authn.Identity, error)
+}
+
+// DevIdentity is the identity of every caller in development mode.
+const DevIdentity = "dev"
 
 // New returns the HTTP handler serving the KeyManagementService RPCs,
 // the JWKS documents (/.well-known/jwks.json, /v1/keys/{name}/jwks.json),
@@ -49,10 +79,14 @@ func New(svc *kms.Service, opts Options) http.Handler {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 30 * time.Second
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	acc := &access{log: log, policy: opts.Policy, audit: opts.Audit, salt: opts.AuditSalt, now: opts.Now, dev: opts.Authenticator == nil}
 	mux := http.NewServeMux()
 	path, h := sigilv1connect.NewKeyManagementServiceHandler(&handler{svc: svc},
 		connect.WithReadMaxBytes(MaxRequestBytes),
-		connect.WithInterceptors(errorInterceptor(log, opts.RequestTimeout)),
+		connect.WithInterceptors(errorInterceptor(log, opts.RequestTimeout), acc.interceptor()),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 			log.LogAttrs(ctx, slog.LevelError, "panic", slog.String("rpc", spec.Procedure), slog.Any("panic", p))
 			return connect.NewError(connect.CodeInternal, nil)
@@ -60,7 +94,7 @@ func New(svc *kms.Service, opts Options) http.Handler {
 	)
 	// connect-go enforces MaxRequestBytes on the decoded message; the
 	// MaxBytesHandler also stops reading a larger body on the wire.
-	mux.Handle(path, http.MaxBytesHandler(h, 2*MaxRequestBytes))
+	mux.Handle(path, withIdentity(opts.Authenticator, http.MaxBytesHandler(h, 2*MaxRequestBytes)))
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", readyz(svc.Ready, opts.ReadyTimeout, log))
 	mux.Handle("GET /.well-known/jwks.json", jwks(svc, log, false))

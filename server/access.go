@@ -1,0 +1,201 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/sigil-kms/sigil/audit"
+	"github.com/sigil-kms/sigil/authn"
+	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
+	"github.com/sigil-kms/sigil/policy"
+)
+
+// auditTimeout bounds the write of an audit record, which runs even after
+// the caller's deadline so that no request goes unrecorded.
+const auditTimeout = 10 * time.Second
+
+type identityKey struct{}
+
+// authResult is the outcome of authenticating one HTTP request.
+type authResult struct {
+	id  authn.Identity
+	err error
+}
+
+// withIdentity authenticates every request and keeps the result in its
+// context. It refuses nothing itself: the access interceptor turns a
+// failure into Unauthenticated, so that the refusal is audited like any
+// other outcome.
+func withIdentity(a Authenticator, h http.Handler) http.Handler {
+	if a == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := a.Authenticate(r)
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, authResult{id, err})))
+	})
+}
+
+// access checks each RPC against the policy and writes its audit record
+// before the result goes back; if the record cannot be written, the caller
+// gets Unavailable and no result.
+type access struct {
+	log    *slog.Logger
+	policy func() *policy.Policy
+	audit  audit.Log
+	salt   []byte
+	now    func() time.Time
+	dev    bool
+}
+
+var (
+	errUnauthenticated = connect.NewError(connect.CodeUnauthenticated, errors.New("unauthenticated"))
+	errDenied          = connect.NewError(connect.CodePermissionDenied, errors.New("permission denied"))
+	errAuditDown       = connect.NewError(connect.CodeUnavailable, errors.New("service unavailable; retry later"))
+)
+
+func (a *access) interceptor() connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			rpc, _ := policy.RPCFromProcedure(req.Spec().Procedure)
+			msg := req.Any()
+			rec := audit.Record{RequestID: RequestID(ctx), RPC: rpc, Key: nameOf(msg), Peer: req.Peer().Addr}
+			identity, authErr := a.identity(ctx)
+			rec.Identity = identity
+			if aad := associatedDataOf(msg); len(aad) > 0 && a.salt != nil {
+				rec.Details = map[string]string{audit.DetailAADHMAC: audit.HMAC(a.salt, aad)}
+			}
+			if dest := destinationOf(msg); dest != "" {
+				if rec.Details == nil {
+					rec.Details = map[string]string{}
+				}
+				rec.Details["destination"] = dest
+			}
+
+			var res connect.AnyResponse
+			err := authErr
+			if err == nil {
+				err = a.authorize(identity, rpc, msg)
+			}
+			if err == nil {
+				res, err = next(ctx, req)
+			}
+			if err == nil {
+				a.filter(identity, res)
+				rec.Outcome = audit.OutcomeOK
+				rec.KeyVersion = versionOf(res)
+			} else {
+				cerr, _ := toConnectError(err)
+				rec.Outcome = cerr.Code().String()
+			}
+			if a.audit == nil {
+				return res, err
+			}
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+			defer cancel()
+			if aerr := a.audit.Append(actx, rec); aerr != nil {
+				a.log.LogAttrs(ctx, slog.LevelError, "audit record not written; request failed",
+					slog.String("request_id", rec.RequestID), slog.String("rpc", rpc), slog.String("cause", aerr.Error()))
+				return nil, errAuditDown
+			}
+			return res, err
+		}
+	}
+}
+
+// identity returns the caller's identity name, or Unauthenticated.
+func (a *access) identity(ctx context.Context) (string, error) {
+	if a.dev {
+		return DevIdentity, nil
+	}
+	ar, ok := ctx.Value(identityKey{}).(authResult)
+	if !ok || ar.err != nil {
+		return "", errUnauthenticated
+	}
+	return ar.id.Name, nil
+}
+
+// authorize checks the RPC against the policy; ReEncrypt needs the right on
+// both keys, and SignJWT's claims must fit the identity's claim policy.
+func (a *access) authorize(identity, rpc string, msg any) error {
+	if a.policy == nil {
+		return nil
+	}
+	p := a.policy()
+	if !p.Allow(identity, rpc, nameOf(msg)) {
+		return errDenied
+	}
+	if dest := destinationOf(msg); dest != "" && !p.Allow(identity, rpc, dest) {
+		return errDenied
+	}
+	if req, ok := msg.(*sigilv1.SignJWTRequest); ok {
+		if err := p.CheckJWT(identity, req.GetName(), req.GetClaims().AsMap(), a.now()); err != nil {
+			if errors.Is(err, policy.ErrClaimsRefused) {
+				return connect.NewError(connect.CodePermissionDenied, err)
+			}
+			return errDenied
+		}
+	}
+	return nil
+}
+
+// filter drops from a ListKeys response the keys the identity may not read.
+func (a *access) filter(identity string, res connect.AnyResponse) {
+	if a.policy == nil {
+		return
+	}
+	list, ok := res.Any().(*sigilv1.ListKeysResponse)
+	if !ok {
+		return
+	}
+	p := a.policy()
+	kept := list.Keys[:0]
+	for _, k := range list.GetKeys() {
+		if p.Allow(identity, "GetKey", k.GetName()) {
+			kept = append(kept, k)
+		}
+	}
+	list.Keys = kept
+}
+
+func nameOf(msg any) string {
+	if m, ok := msg.(interface{ GetName() string }); ok {
+		return m.GetName()
+	}
+	return ""
+}
+
+func destinationOf(msg any) string {
+	if m, ok := msg.(interface{ GetDestinationName() string }); ok {
+		return m.GetDestinationName()
+	}
+	return ""
+}
+
+func associatedDataOf(msg any) []byte {
+	if m, ok := msg.(interface{ GetAssociatedData() []byte }); ok {
+		return m.GetAssociatedData()
+	}
+	return nil
+}
+
+// versionOf returns the key version a response names, or 0.
+func versionOf(res connect.AnyResponse) uint32 {
+	if res == nil {
+		return 0
+	}
+	switch m := res.Any().(type) {
+	case interface{ GetKeyVersion() uint32 }:
+		return m.GetKeyVersion()
+	case interface{ GetKeyVersion() *sigilv1.KeyVersion }:
+		return m.GetKeyVersion().GetVersion()
+	case interface{ GetKey() *sigilv1.Key }:
+		return m.GetKey().GetPrimaryVersion()
+	}
+	return 0
+}
