@@ -5,7 +5,7 @@
 // Commands: create-key, get-key, list-keys, rotate-key, list-versions,
 // encrypt, decrypt, sign, verify, public-key, sign-jwt, verify-jwt,
 // update-key, enable-version, disable-version, destroy-version,
-// restore-version, generate-data-key, re-encrypt. Metadata is printed as JSON; encrypt and decrypt read
+// restore-version, generate-data-key, re-encrypt, audit verify. Metadata is printed as JSON; encrypt and decrypt read
 // and write files, or stdin and stdout when a path is "-" or not given.
 package main
 
@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,7 +25,7 @@ import (
 	"github.com/sigil-kms/sigil/gen/sigil/v1/sigilv1connect"
 )
 
-const usage = `usage: sigil [--addr URL] COMMAND [flags] [args]
+const usage = `usage: sigil [--addr URL] [--token-file F] [--ca-file F] [--cert F --key F] COMMAND [flags] [args]
 
 Commands:
   create-key [--algorithm AES_256_GCM|EC_P256_SHA256|...] [--label k=v]... [--rotation-period D] [--destroy-delay D] [--publish-lead D] NAME
@@ -45,6 +44,8 @@ Commands:
   verify-jwt [--jwks URL] TOKEN                          (checks against the JWKS only)
   generate-data-key [--aad TEXT] [--without-plaintext] NAME
   re-encrypt [--in FILE] [--out FILE] [--aad TEXT] [--base64] [--to KEY] NAME
+  audit verify [--database-url URL]                     (checks the audit log's hash chain in Postgres;
+                                                         URL from $SIGIL_DATABASE_URL if not given)
 
 The server address defaults to $SIGIL_ADDR or http://127.0.0.1:8380.
 `
@@ -87,6 +88,7 @@ var commands = map[string]command{
 	"restore-version":   restoreVersion,
 	"generate-data-key": generateDataKey,
 	"re-encrypt":        reEncrypt,
+	"audit":             auditCmd,
 }
 
 // run executes one command and returns the process exit code.
@@ -100,6 +102,11 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	}
 	fs.StringVar(&addr, "addr", addr, "server URL")
 	timeout := fs.Duration("timeout", 30*time.Second, "deadline for the call")
+	cr := credentials{tokenFile: c.getenv("SIGIL_TOKEN_FILE")}
+	fs.StringVar(&cr.tokenFile, "token-file", cr.tokenFile, "file holding a bearer token (env SIGIL_TOKEN_FILE); never the token itself")
+	fs.StringVar(&cr.caFile, "ca-file", "", "PEM CA bundle that signs the server's certificate")
+	fs.StringVar(&cr.certFile, "cert", "", "client certificate (PEM) for mTLS")
+	fs.StringVar(&cr.keyFile, "key", "", "client certificate's private key (PEM)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -114,10 +121,22 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	}
 	c.addr = strings.TrimRight(addr, "/")
 	if c.client == nil {
-		c.client = sigilv1connect.NewKeyManagementServiceClient(http.DefaultClient, c.addr)
+		hc, err := cr.httpClient()
+		if err != nil {
+			fmt.Fprintf(c.stderr, "sigil: %v\n", err)
+			return 2
+		}
+		c.client = sigilv1connect.NewKeyManagementServiceClient(hc, c.addr)
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
+	// The default deadline is for one RPC; audit verify reads the whole log
+	// and gets a deadline only from an explicit --timeout.
+	explicit := false
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "timeout" })
+	if fs.Arg(0) != "audit" || explicit {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
 	if err := cmd(ctx, c, fs.Args()[1:]); err != nil {
 		var cerr *connect.Error
 		if errors.As(err, &cerr) {
@@ -127,7 +146,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 2
 		}
-		if errors.Is(err, errInvalidSignature) {
+		if errors.Is(err, errInvalidSignature) || errors.Is(err, errAuditBroken) {
 			return 1
 		}
 		fmt.Fprintf(c.stderr, "sigil: %v\n", err)

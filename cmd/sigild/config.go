@@ -26,6 +26,11 @@ type config struct {
 	logLevel      string
 	schedule      time.Duration
 	pendingGrace  time.Duration
+	policyFile    string
+	clientCAFile  string
+	authConfig    string
+	auditSaltFile string
+	auditStdout   bool
 }
 
 const defaultModule = "/usr/lib/softhsm/libsofthsm2.so"
@@ -50,7 +55,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.hsmSessions, "hsm-max-sessions", 8, "largest number of HSM sessions")
 	fs.StringVar(&c.tlsCert, "tls-cert", env("SIGIL_TLS_CERT", ""), "TLS certificate file; serve TLS when set (env SIGIL_TLS_CERT)")
 	fs.StringVar(&c.tlsKey, "tls-key", env("SIGIL_TLS_KEY", ""), "TLS private key file (env SIGIL_TLS_KEY)")
-	fs.BoolVar(&c.dev, "dev", env("SIGIL_DEV", "") == "1", "development mode: no authentication, loopback only (env SIGIL_DEV=1)")
+	fs.BoolVar(&c.dev, "dev", env("SIGIL_DEV", "") == "1", "development mode: no authentication, no policy, loopback only (env SIGIL_DEV=1)")
+	fs.StringVar(&c.policyFile, "policy-file", env("SIGIL_POLICY_FILE", ""), "authorization policy (YAML); reloaded on SIGHUP (env SIGIL_POLICY_FILE)")
+	fs.StringVar(&c.clientCAFile, "client-ca-file", env("SIGIL_CLIENT_CA_FILE", ""), "PEM bundle of the CAs of client certificates (mTLS); needs TLS (env SIGIL_CLIENT_CA_FILE)")
+	fs.StringVar(&c.authConfig, "auth-config", env("SIGIL_AUTH_CONFIG", ""), "YAML file of static token hashes and trusted JWT issuers (env SIGIL_AUTH_CONFIG)")
+	fs.StringVar(&c.auditSaltFile, "audit-salt-file", env("SIGIL_AUDIT_SALT_FILE", ""), "private file of at least 16 random bytes keying the audit log's HMACs (env SIGIL_AUDIT_SALT_FILE)")
+	fs.BoolVar(&c.auditStdout, "audit-stdout", env("SIGIL_AUDIT_STDOUT", "") == "1", "also write audit records to stdout as JSON lines (env SIGIL_AUDIT_STDOUT=1)")
 	fs.StringVar(&c.logLevel, "log-level", env("SIGIL_LOG_LEVEL", "info"), "debug, info, warn or error (env SIGIL_LOG_LEVEL)")
 	fs.DurationVar(&c.schedule, "scheduler-interval", 30*time.Second, "how often scheduled rotation, promotion and destruction run")
 	fs.DurationVar(&c.pendingGrace, "pending-grace", 10*time.Minute, "age after which a half-made key version counts as abandoned")
@@ -86,10 +96,34 @@ func (c config) check() error {
 	if c.hsmSessions < 1 {
 		errs = append(errs, errors.New("--hsm-max-sessions must be at least 1"))
 	}
-	if !c.dev {
-		errs = append(errs, errors.New("authentication is not implemented yet: run with --dev (loopback only)"))
-	} else if !loopback(c.listen) {
-		errs = append(errs, fmt.Errorf("--dev serves without authentication and refuses the non-loopback address %q", c.listen))
+	tls := c.tlsCert != ""
+	if c.clientCAFile != "" && !tls {
+		errs = append(errs, errors.New("--client-ca-file (mTLS) needs --tls-cert and --tls-key"))
+	}
+	if c.dev {
+		if !loopback(c.listen) {
+			errs = append(errs, fmt.Errorf("--dev serves without authentication and refuses the non-loopback address %q", c.listen))
+		}
+		for _, f := range []struct{ flag, value string }{
+			{"--policy-file", c.policyFile}, {"--client-ca-file", c.clientCAFile}, {"--auth-config", c.authConfig},
+		} {
+			if f.value != "" {
+				errs = append(errs, fmt.Errorf("--dev runs without authentication and policy; drop %s or drop --dev", f.flag))
+			}
+		}
+		return errors.Join(errs...)
+	}
+	if c.policyFile == "" {
+		errs = append(errs, errors.New("--policy-file (SIGIL_POLICY_FILE) is required (or --dev for a loopback development server)"))
+	}
+	if c.clientCAFile == "" && c.authConfig == "" {
+		errs = append(errs, errors.New("an authentication method is required: --client-ca-file (mTLS) and/or --auth-config (tokens, JWT issuers)"))
+	}
+	if c.auditSaltFile == "" {
+		errs = append(errs, errors.New("--audit-salt-file (SIGIL_AUDIT_SALT_FILE) is required"))
+	}
+	if !tls && !loopback(c.listen) {
+		errs = append(errs, fmt.Errorf("--listen %q is not a loopback address and needs TLS (--tls-cert, --tls-key): credentials must not travel in clear", c.listen))
 	}
 	return errors.Join(errs...)
 }

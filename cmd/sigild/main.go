@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,24 +19,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-kms/sigil/audit"
+	auditpg "github.com/sigil-kms/sigil/audit/postgres"
 	"github.com/sigil-kms/sigil/hsm/pkcs11"
 	"github.com/sigil-kms/sigil/keystore/cache"
 	"github.com/sigil-kms/sigil/keystore/postgres"
 	"github.com/sigil-kms/sigil/kms"
+	"github.com/sigil-kms/sigil/policy"
 	"github.com/sigil-kms/sigil/server"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "sigild:", err)
 		os.Exit(1)
 	}
 }
 
 // run starts sigild and serves until ctx ends, then shuts down gracefully.
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+// Audit records go to stdout as JSON lines if --audit-stdout is set; logs go
+// to stderr.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
@@ -45,13 +51,56 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.dev {
+		fmt.Fprintln(stderr, "sigild: DEV MODE: no authentication and no authorization policy; every local caller may use and manage every key. Never use --dev in production.")
+		log.Warn("dev mode: no authentication, no authorization policy, loopback only")
+	}
+	// SIGHUP reloads the policy; registered early so that an early SIGHUP
+	// does not kill the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
+	var tlsConf *tls.Config
+	if cfg.tlsCert != "" {
+		if tlsConf, err = serverTLS(cfg); err != nil {
+			return err
+		}
+	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	// JWKS URLs are refreshed until run returns, through the shutdown's
+	// draining of requests.
+	authCtx, stopAuth := context.WithCancel(context.Background())
+	defer stopAuth()
+	sec, err := loadSecurity(authCtx, cfg)
+	if err != nil {
+		return err
+	}
+	if sec.policy != nil {
+		p := sec.policy.Policy()
+		log.Info("policy loaded", "file", sec.policy.Path(), "digest", p.Digest(), "rules", p.Len())
+	}
 	db, err := postgres.Open(startCtx, cfg.databaseURL)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
+	// The audit log has its own tables and migrations in the same database.
+	auditDB, err := auditpg.Open(startCtx, cfg.databaseURL, auditpg.Options{})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	var auditLog audit.Log = auditDB
+	if cfg.auditStdout {
+		auditLog = audit.Tee(auditDB, stdout)
+	}
+	auditOpen := true
+	defer func() {
+		if auditOpen {
+			_ = auditLog.Close()
+		}
+	}()
 	// Key metadata is served from memory; other replicas' changes arrive
 	// through the database's notifications.
 	store := cache.New(ctx, db, cache.Options{Logger: log})
@@ -85,7 +134,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		stopScheduler()
 		<-schedDone
 	}()
-	api := server.New(svc, server.Options{Logger: log})
+	opts := server.Options{Logger: log, Audit: auditLog, AuditSalt: sec.salt}
+	if sec.auth != nil { // never a typed nil in the interface
+		opts.Authenticator = sec.auth
+	}
+	if sec.policy != nil {
+		opts.Policy = sec.policy.Policy
+	}
+	api := server.New(svc, opts)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		inflight.Add(1)
 		defer inflight.Done()
@@ -104,6 +160,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		Protocols:         new(http.Protocols),
+		TLSConfig:         tlsConf,
 	}
 	srv.Protocols.SetHTTP1(true)
 	scheme := "http"
@@ -116,7 +173,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	serveErr := make(chan error, 1)
 	go func() {
 		if cfg.tlsCert != "" {
-			serveErr <- srv.ServeTLS(ln, cfg.tlsCert, cfg.tlsKey)
+			serveErr <- srv.ServeTLS(ln, "", "") // the certificate is in srv.TLSConfig
 		} else {
 			serveErr <- srv.Serve(ln)
 		}
@@ -125,14 +182,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if cfg.dev {
 		mode = " (dev mode: no authentication)"
 	}
-	log.Info("sigild listening", "url", scheme+"://"+ln.Addr().String(), "dev", cfg.dev)
+	log.Info("sigild listening", "url", scheme+"://"+ln.Addr().String(), "dev", cfg.dev,
+		"authentication", sec.describeMethods(), "audit_stdout", cfg.auditStdout)
 	fmt.Fprintf(stderr, "sigild: listening on %s://%s%s\n", scheme, ln.Addr(), mode)
 
-	select {
-	case err := <-serveErr:
-		_ = srv.Close()
-		return errors.Join(err, closeWhenIdle(&inflight, backend))
-	case <-ctx.Done():
+	auditOpen = false // closed by closeWhenIdle from here on
+	for stopping := false; !stopping; {
+		select {
+		case err := <-serveErr:
+			_ = srv.Close()
+			return errors.Join(err, closeWhenIdle(&inflight, backend, auditLog))
+		case <-hup:
+			reloadPolicy(log, sec.policy)
+		case <-ctx.Done():
+			stopping = true
+		}
 	}
 	log.Info("sigild shutting down")
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 20*time.Second)
@@ -142,13 +206,51 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		_ = srv.Close()
 		err = fmt.Errorf("shutdown: %w", err)
 	}
-	return errors.Join(err, closeWhenIdle(&inflight, backend))
+	return errors.Join(err, closeWhenIdle(&inflight, backend, auditLog))
 }
 
-// closeWhenIdle closes the HSM backend once no handler is running, waiting
-// at most 10 seconds; a handler stuck in a module call past that keeps the
-// backend open, and the process exits without closing it.
-func closeWhenIdle(inflight *sync.WaitGroup, backend io.Closer) error {
+// serverTLS returns the TLS configuration of --tls-cert and --tls-key. With
+// --client-ca-file it requests client certificates without verifying them:
+// authn verifies the chain, so that a certificate from another CA gets an
+// Unauthenticated response and an audit record instead of a failed
+// handshake that nothing records.
+func serverTLS(cfg config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.tlsCert, cfg.tlsKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.clientCAFile != "" {
+		// No ClientCAs hint either: a Go client whose certificate is not
+		// from a hinted CA would send none, and the refusal would not name
+		// the certificate.
+		c.ClientAuth = tls.RequestClientCert
+	}
+	return c, nil
+}
+
+// reloadPolicy reloads the policy file on SIGHUP. A file that does not
+// parse leaves the policy in force unchanged.
+func reloadPolicy(log *slog.Logger, h *policy.Holder) {
+	if h == nil {
+		log.Warn("SIGHUP ignored: dev mode has no policy file")
+		return
+	}
+	if err := h.Reload(); err != nil {
+		log.Error("policy reload failed; the previous policy stays in force",
+			"file", h.Path(), "cause", err.Error(), "digest", h.Policy().Digest())
+		return
+	}
+	p := h.Policy()
+	log.Info("policy reloaded", "file", h.Path(), "digest", p.Digest(), "rules", p.Len())
+}
+
+// closeWhenIdle closes the audit log and the HSM backend once no handler is
+// running, waiting at most 10 seconds, so that every response's audit record
+// is written first. A handler stuck in a module call past that keeps the
+// backend open, and the process exits without closing it; the audit log is
+// closed all the same, writing what is queued, and the stuck request fails.
+func closeWhenIdle(inflight *sync.WaitGroup, backend io.Closer, auditLog audit.Log) error {
 	idle := make(chan struct{})
 	go func() {
 		inflight.Wait()
@@ -156,10 +258,18 @@ func closeWhenIdle(inflight *sync.WaitGroup, backend io.Closer) error {
 	}()
 	select {
 	case <-idle:
-		return backend.Close()
+		return errors.Join(closeAudit(auditLog), backend.Close())
 	case <-time.After(10 * time.Second):
-		return errors.New("requests still running after shutdown; HSM sessions left open")
+		return errors.Join(closeAudit(auditLog), errors.New("requests still running after shutdown; HSM sessions left open"))
 	}
+}
+
+// closeAudit closes the audit log, naming it in the error.
+func closeAudit(l audit.Log) error {
+	if err := l.Close(); err != nil {
+		return fmt.Errorf("close audit log: %w", err)
+	}
+	return nil
 }
 
 // failpointEnv names the step of making a key version at which sigild

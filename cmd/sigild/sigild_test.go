@@ -277,7 +277,7 @@ func TestStartupRefusals(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no dev", base()[1:], "authentication is not implemented yet"},
+		{"no dev", base()[1:], "--policy-file (SIGIL_POLICY_FILE) is required"},
 		{"dev on a public address", with("--listen", "0.0.0.0:0"), "non-loopback"},
 		{"wrong PIN", with("--hsm-pin-file", wrongPIN), "incorrect PIN"},
 		{"unknown token", with("--hsm-token-label", "no-such-token"), "no-such-token"},
