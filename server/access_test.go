@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,13 +18,20 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sigil-kms/sigil/audit"
+	auditpg "github.com/sigil-kms/sigil/audit/postgres"
 	"github.com/sigil-kms/sigil/authn"
 	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
 	"github.com/sigil-kms/sigil/gen/sigil/v1/sigilv1connect"
+	"github.com/sigil-kms/sigil/hsm"
 	"github.com/sigil-kms/sigil/hsm/hsmtest"
+	"github.com/sigil-kms/sigil/hsm/pkcs11"
+	"github.com/sigil-kms/sigil/keystore"
 	"github.com/sigil-kms/sigil/keystore/keystoretest"
+	"github.com/sigil-kms/sigil/keystore/postgres"
+	"github.com/sigil-kms/sigil/keystore/postgres/postgrestest"
 	"github.com/sigil-kms/sigil/kms"
 	"github.com/sigil-kms/sigil/policy"
+	"github.com/sigil-kms/sigil/softhsm"
 )
 
 // testPolicy grants: admin everything on every key; an encrypt-only
@@ -50,9 +58,14 @@ rules:
 // tokens maps identity names to their secret bearer tokens, made up here.
 var tokens = map[string]string{"admin": "t-admin", "encrypter": "t-enc", "signer": "t-sign", "stranger": "t-stranger"}
 
+// auditView is what the tests read back of an audit log.
+type auditView interface {
+	Records() []audit.Record
+}
+
 type accessFixture struct {
 	url   string
-	audit *audit.Memory
+	audit auditView
 	kms   map[string]sigilv1connect.KeyManagementServiceClient // by identity
 	anon  sigilv1connect.KeyManagementServiceClient
 }
@@ -68,6 +81,14 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 
 func startAccess(t *testing.T) accessFixture {
 	t.Helper()
+	log := audit.NewMemory(time.Now)
+	return startAccessWith(t, hsmtest.NewMemory(), keystoretest.NewMemory(), log, log)
+}
+
+// startAccessWith serves Sigil with token authentication and testPolicy
+// over the given backend, store and audit log.
+func startAccessWith(t *testing.T, b hsm.Backend, store keystore.Store, log audit.Log, view auditView) accessFixture {
+	t.Helper()
 	hashes := map[string]string{}
 	for name, tok := range tokens {
 		sum := sha256.Sum256([]byte(tok))
@@ -81,14 +102,13 @@ func startAccess(t *testing.T) accessFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := audit.NewMemory(time.Now)
-	h := New(kms.New(hsmtest.NewMemory(), keystoretest.NewMemory()), Options{
+	h := New(kms.New(b, store), Options{
 		Logger: slog.New(slog.DiscardHandler), Authenticator: a, Policy: func() *policy.Policy { return p },
 		Audit: log, AuditSalt: []byte("0123456789abcdef"),
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	f := accessFixture{url: srv.URL, audit: log, kms: map[string]sigilv1connect.KeyManagementServiceClient{}}
+	f := accessFixture{url: srv.URL, audit: view, kms: map[string]sigilv1connect.KeyManagementServiceClient{}}
 	for name, tok := range tokens {
 		f.kms[name] = sigilv1connect.NewKeyManagementServiceClient(&http.Client{Transport: bearer{tok}}, srv.URL)
 	}
@@ -108,8 +128,15 @@ func (f accessFixture) oneRecord(t *testing.T, before int) audit.Record {
 }
 
 func TestAccessMatrix(t *testing.T) {
+	t.Run("fakes", func(t *testing.T) { accessMatrix(t, startAccess(t)) })
+	t.Run("SoftHSM and Postgres", func(t *testing.T) {
+		f, _, _ := startAccessReal(t)
+		accessMatrix(t, f)
+	})
+}
+
+func accessMatrix(t *testing.T, f accessFixture) {
 	ctx := context.Background()
-	f := startAccess(t)
 	admin := f.kms["admin"]
 	for _, name := range []string{"pay-a", "pay-b", "other"} {
 		if _, err := admin.CreateKey(ctx, &sigilv1.CreateKeyRequest{Name: name, Algorithm: sigilv1.Algorithm_ALGORITHM_AES_256_GCM}); err != nil {
@@ -213,8 +240,71 @@ func TestAccessMatrix(t *testing.T) {
 // them and checks one audit record each, carrying none of the secrets the
 // test sent.
 func TestEveryRPCAudited(t *testing.T) {
+	t.Run("fakes", func(t *testing.T) { everyRPCAudited(t, startAccess(t)) })
+	t.Run("SoftHSM and Postgres", func(t *testing.T) {
+		f, dbURL, rec := startAccessReal(t)
+		everyRPCAudited(t, f)
+		checked, bad, err := auditpg.VerifyDatabase(context.Background(), dbURL)
+		if err != nil || bad != 0 || checked != int64(len(rec.Records())) {
+			t.Fatalf("database chain: %d checked (want %d), first bad %d, %v", checked, len(rec.Records()), bad, err)
+		}
+	})
+}
+
+// startAccessReal is startAccess over SoftHSM, Postgres and the Postgres
+// audit log; it also returns the database URL and the recorded copy.
+func startAccessReal(t *testing.T) (accessFixture, string, *recordingLog) {
+	t.Helper()
+	{
+		tok := softhsm.NewToken(t)
+		dbURL := postgrestest.NewDatabase(t)
+		ctx := context.Background()
+		store, err := postgres.Open(ctx, dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(store.Close)
+		b, err := pkcs11.Open(ctx, pkcs11.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		pg, err := auditpg.Open(ctx, dbURL, auditpg.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pg.Close() })
+		rec := &recordingLog{Log: pg}
+		return startAccessWith(t, b, store, rec, rec), dbURL, rec
+	}
+}
+
+// recordingLog keeps a copy of every record its Postgres log committed.
+type recordingLog struct {
+	audit.Log
+	mu   sync.Mutex
+	recs []audit.Record
+}
+
+func (r *recordingLog) Append(ctx context.Context, rec audit.Record) error {
+	sealed, err := r.Log.(audit.RecordAppender).AppendRecord(ctx, rec)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recs = append(r.recs, sealed)
+	return nil
+}
+
+func (r *recordingLog) Records() []audit.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]audit.Record(nil), r.recs...)
+}
+
+func everyRPCAudited(t *testing.T, f accessFixture) {
 	ctx := context.Background()
-	f := startAccess(t)
 	c := f.kms["admin"]
 	const plaintext, aad = "PLAINTEXT-4f1d", "AAD-9c2e"
 	calls := map[string]func() error{}
@@ -313,8 +403,8 @@ func TestEveryRPCAudited(t *testing.T) {
 			t.Fatalf("an audit record contains %q", secret)
 		}
 	}
-	if _, bad, err := f.audit.Verify(ctx); err != nil || bad != 0 {
-		t.Fatalf("audit chain: %v", err)
+	if _, bad, err := audit.Verify(ctx, audit.Each(f.audit.Records())); err != nil || bad != 0 {
+		t.Fatalf("audit chain: first bad %d, %v", bad, err)
 	}
 }
 
@@ -334,7 +424,8 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.audit.Fail(fmt.Errorf("%w: disk full", audit.ErrUnavailable))
+	mem := f.audit.(*audit.Memory)
+	mem.Fail(fmt.Errorf("%w: disk full", audit.ErrUnavailable))
 	r1, err := c.Encrypt(ctx, &sigilv1.EncryptRequest{Name: "ek", Plaintext: []byte("secret")})
 	wantCode(t, err, connect.CodeUnavailable)
 	r2, err := c.Decrypt(ctx, &sigilv1.DecryptRequest{Name: "ek", Ciphertext: enc.GetCiphertext()})
@@ -346,7 +437,7 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 	}
 	_, err = f.anon.Encrypt(ctx, &sigilv1.EncryptRequest{Name: "ek"})
 	wantCode(t, err, connect.CodeUnavailable) // even a refusal needs its record
-	f.audit.Recover()
+	mem.Recover()
 	if _, err := c.Decrypt(ctx, &sigilv1.DecryptRequest{Name: "ek", Ciphertext: enc.GetCiphertext()}); err != nil {
 		t.Fatalf("after the audit log recovered: %v", err)
 	}
