@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -27,18 +29,97 @@ type authResult struct {
 	err error
 }
 
+// auditedKey marks, in a request's context, whether the interceptor wrote
+// the request's audit record.
+type auditedKey struct{}
+
 // withIdentity authenticates every request and keeps the result in its
 // context. It refuses nothing itself: the access interceptor turns a
 // failure into Unauthenticated, so that the refusal is audited like any
-// other outcome.
-func withIdentity(a Authenticator, h http.Handler) http.Handler {
-	if a == nil {
-		return h
-	}
+// other outcome. A request that connect-go refuses before the interceptor
+// runs (a body that does not parse or is too large) gets its record here,
+// after the error response: no result went out.
+func (a *access) withIdentity(auth Authenticator, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := a.Authenticate(r)
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, authResult{id, err})))
+		ctx := r.Context()
+		if auth != nil {
+			id, err := auth.Authenticate(r)
+			ctx = context.WithValue(ctx, identityKey{}, authResult{id, err})
+		}
+		audited := new(atomic.Bool)
+		ctx = context.WithValue(ctx, auditedKey{}, audited)
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r.WithContext(ctx))
+		if audited.Load() || a.audit == nil {
+			return
+		}
+		rpc, _ := policy.RPCFromProcedure(r.URL.Path)
+		identity, err := a.identity(ctx)
+		if err != nil {
+			identity = ""
+		}
+		rec := audit.Record{RequestID: RequestID(ctx), Identity: identity, RPC: rpc, Peer: r.RemoteAddr, Outcome: sw.outcome()}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+		defer cancel()
+		if err := a.audit.Append(actx, rec); err != nil {
+			a.log.LogAttrs(ctx, slog.LevelError, "audit record of a refused request not written",
+				slog.String("request_id", rec.RequestID), slog.String("cause", err.Error()))
+		}
 	})
+}
+
+// statusWriter remembers the HTTP status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets streaming protocols flush through the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// outcome names the Connect code of a response refused before any
+// handler: from the gRPC status trailer, else from the HTTP status.
+func (w *statusWriter) outcome() string {
+	h := w.Header()
+	for _, name := range []string{"Grpc-Status", http.TrailerPrefix + "Grpc-Status"} {
+		if v := h.Get(name); v != "" {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 && n <= 16 {
+				return connect.Code(n).String()
+			}
+		}
+	}
+	switch w.status {
+	case http.StatusBadRequest:
+		return connect.CodeInvalidArgument.String()
+	case http.StatusTooManyRequests, http.StatusRequestEntityTooLarge:
+		return connect.CodeResourceExhausted.String()
+	case http.StatusUnsupportedMediaType, http.StatusMethodNotAllowed, http.StatusNotFound:
+		return connect.CodeUnimplemented.String()
+	case http.StatusUnauthorized:
+		return connect.CodeUnauthenticated.String()
+	}
+	return connect.CodeUnknown.String()
 }
 
 // access checks each RPC against the policy and writes its audit record
@@ -62,6 +143,9 @@ var (
 func (a *access) interceptor() connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if done, ok := ctx.Value(auditedKey{}).(*atomic.Bool); ok {
+				done.Store(true)
+			}
 			rpc, _ := policy.RPCFromProcedure(req.Spec().Procedure)
 			msg := req.Any()
 			rec := audit.Record{RequestID: RequestID(ctx), RPC: rpc, Key: nameOf(msg), Peer: req.Peer().Addr}

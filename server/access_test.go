@@ -442,3 +442,38 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 		t.Fatalf("after the audit log recovered: %v", err)
 	}
 }
+
+// TestRefusedBeforeHandlerAudited sends requests that connect-go refuses
+// before any handler runs; each still leaves one audit record.
+func TestRefusedBeforeHandlerAudited(t *testing.T) {
+	f := startAccess(t)
+	post := func(body string, contentType string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, f.url+"/sigil.v1.KeyManagementService/Encrypt", strings.NewReader(body))
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set("Authorization", "Bearer t-admin")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, tc := range []struct {
+		name, body, contentType, outcome string
+	}{
+		{"malformed JSON", `{"name":`, "application/json", "invalid_argument"},
+		{"body over 1 MiB", `{"name":"k","plaintext":"` + strings.Repeat("A", 3<<20) + `"}`, "application/json", "resource_exhausted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(f.audit.Records())
+			if code := post(tc.body, tc.contentType); code == http.StatusOK {
+				t.Fatalf("status %d", code)
+			}
+			rec := f.oneRecord(t, before)
+			if rec.Outcome != tc.outcome || rec.Identity != "token:admin" || rec.RPC != "Encrypt" {
+				t.Fatalf("record %+v, want outcome %s", rec, tc.outcome)
+			}
+		})
+	}
+}

@@ -94,7 +94,7 @@ func New(svc *kms.Service, opts Options) http.Handler {
 	)
 	// connect-go enforces MaxRequestBytes on the decoded message; the
 	// MaxBytesHandler also stops reading a larger body on the wire.
-	mux.Handle(path, withIdentity(opts.Authenticator, http.MaxBytesHandler(h, 2*MaxRequestBytes)))
+	mux.Handle(path, acc.withIdentity(opts.Authenticator, http.MaxBytesHandler(h, 2*MaxRequestBytes)))
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", readyz(svc.Ready, opts.ReadyTimeout, log))
 	mux.Handle("GET /.well-known/jwks.json", jwks(svc, log, false))
