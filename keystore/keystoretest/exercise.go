@@ -59,6 +59,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) keystore.Store) {
 		{"RotationSettings", testRotationSettings},
 		{"UpdateKey", testUpdateKey},
 		{"StagedPromotion", testStagedPromotion},
+		{"CommitStaged", testCommitStaged},
 		{"StagePrimaryRules", testStagePrimaryRules},
 		{"CommitClearsStaleStaged", testCommitClearsStaleStaged},
 		{"PromoteDropsDisabledStaged", testPromoteDropsDisabledStaged},

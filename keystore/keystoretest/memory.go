@@ -285,7 +285,19 @@ func (m *Memory) find(op string, keyID [16]byte, version uint32) (*memKey, int, 
 // CommitVersion implements keystore.Store. It keeps its own copy of
 // publicKey, an empty one as nil.
 func (m *Memory) CommitVersion(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, primary bool) (keystore.Key, keystore.Version, error) {
-	const op = "commit version"
+	return m.commit(ctx, "commit version", keyID, version, publicKey, func(k *keystore.Key) {
+		if primary && version > k.PrimaryVersion {
+			k.PrimaryVersion = version
+		}
+		if primary && k.StagedPrimary <= k.PrimaryVersion {
+			k.StagedPrimary, k.PromoteTime = 0, time.Time{}
+		}
+	})
+}
+
+// commit enables a pending version, keeps a copy of its public key and
+// then runs then on the key, under the lock.
+func (m *Memory) commit(ctx context.Context, op string, keyID [16]byte, version uint32, publicKey []byte, then func(k *keystore.Key)) (keystore.Key, keystore.Version, error) {
 	m.mu.Lock()
 	defer m.unlock()
 	if err := m.check(ctx); err != nil {
@@ -303,12 +315,7 @@ func (m *Memory) CommitVersion(ctx context.Context, keyID [16]byte, version uint
 	if len(publicKey) > 0 {
 		v.PublicKey = bytes.Clone(publicKey)
 	}
-	if primary && version > mk.key.PrimaryVersion {
-		mk.key.PrimaryVersion = version
-	}
-	if primary && mk.key.StagedPrimary <= mk.key.PrimaryVersion {
-		mk.key.StagedPrimary, mk.key.PromoteTime = 0, time.Time{}
-	}
+	then(&mk.key)
 	m.touch(keyID)
 	return cloneKey(mk.key), cloneVersion(*v), nil
 }

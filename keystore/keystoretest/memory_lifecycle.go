@@ -252,30 +252,12 @@ func (m *Memory) ReserveEncryptions(ctx context.Context, keyID [16]byte, version
 
 // CommitStaged implements keystore.Store.
 func (m *Memory) CommitStaged(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, promoteTime time.Time) (keystore.Key, keystore.Version, error) {
-	const op = "commit staged"
 	if promoteTime.IsZero() {
-		return keystore.Key{}, keystore.Version{}, fmt.Errorf("keystoretest: %s: zero promote time", op)
+		return keystore.Key{}, keystore.Version{}, fmt.Errorf("keystoretest: commit staged: zero promote time")
 	}
-	m.mu.Lock()
-	defer m.unlock()
-	if err := m.check(ctx); err != nil {
-		return keystore.Key{}, keystore.Version{}, err
-	}
-	mk, i, err := m.find(op, keyID, version)
-	if err != nil {
-		return keystore.Key{}, keystore.Version{}, err
-	}
-	v := &mk.versions[i]
-	if v.State != keystore.StatePending {
-		return keystore.Key{}, keystore.Version{}, conflict(op, *v)
-	}
-	v.State = keystore.StateEnabled
-	if len(publicKey) > 0 {
-		v.PublicKey = bytes.Clone(publicKey)
-	}
-	if version > max(mk.key.PrimaryVersion, mk.key.StagedPrimary) {
-		mk.key.StagedPrimary, mk.key.PromoteTime = version, dbTime(promoteTime)
-	}
-	m.touch(keyID)
-	return cloneKey(mk.key), cloneVersion(*v), nil
+	return m.commit(ctx, "commit staged", keyID, version, publicKey, func(k *keystore.Key) {
+		if version > max(k.PrimaryVersion, k.StagedPrimary) {
+			k.StagedPrimary, k.PromoteTime = version, dbTime(promoteTime)
+		}
+	})
 }

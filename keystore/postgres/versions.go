@@ -125,7 +125,47 @@ func versionMissingOrNotPending(ctx context.Context, tx pgx.Tx, op string, keyID
 // version does not exist, or one wrapping keystore.ErrConflict if it is not
 // pending.
 func (s *Store) CommitVersion(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, primary bool) (keystore.Key, keystore.Version, error) {
-	const op = "commit version"
+	return s.commit(ctx, "commit version", keyID, version, publicKey, func(tx pgx.Tx, k keystore.Key, n int32) (keystore.Key, error) {
+		if !primary {
+			return k, nil
+		}
+		// The right-hand sides see the row as it was before the update.
+		return scanKey(tx.QueryRow(ctx, `
+			UPDATE keys SET
+				primary_version = GREATEST(primary_version, $2),
+				staged_primary = CASE WHEN staged_primary > GREATEST(primary_version, $2)
+					THEN staged_primary ELSE 0 END,
+				promote_time = CASE WHEN staged_primary > GREATEST(primary_version, $2)
+					THEN promote_time END
+			WHERE id = $1
+			RETURNING `+keyColumns,
+			keyID, n))
+	})
+}
+
+// CommitStaged enables a pending version and stages it as the key's
+// primary at promoteTime, in one transaction.
+func (s *Store) CommitStaged(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, promoteTime time.Time) (keystore.Key, keystore.Version, error) {
+	if promoteTime.IsZero() {
+		return keystore.Key{}, keystore.Version{}, fmt.Errorf("keystore: commit staged: zero promote time")
+	}
+	return s.commit(ctx, "commit staged", keyID, version, publicKey, func(tx pgx.Tx, k keystore.Key, n int32) (keystore.Key, error) {
+		if version <= max(k.PrimaryVersion, k.StagedPrimary) {
+			return k, nil
+		}
+		return scanKey(tx.QueryRow(ctx, `
+			UPDATE keys SET staged_primary = $2, promote_time = $3
+			WHERE id = $1
+			RETURNING `+keyColumns,
+			keyID, n, promoteTime))
+	})
+}
+
+// commit enables a pending version, records its public key and then runs
+// then on the locked key row, all in one transaction that notifies
+// watchers.
+func (s *Store) commit(ctx context.Context, op string, keyID [16]byte, version uint32, publicKey []byte,
+	then func(tx pgx.Tx, k keystore.Key, n int32) (keystore.Key, error)) (keystore.Key, keystore.Version, error) {
 	n, ok := versionParam(version)
 	if !ok {
 		return keystore.Key{}, keystore.Version{}, notFound(op)
@@ -154,75 +194,8 @@ func (s *Store) CommitVersion(ctx context.Context, keyID [16]byte, version uint3
 	if err != nil {
 		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
 	}
-	if primary {
-		// The right-hand sides see the row as it was before the update.
-		k, err = scanKey(tx.QueryRow(ctx, `
-			UPDATE keys SET
-				primary_version = GREATEST(primary_version, $2),
-				staged_primary = CASE WHEN staged_primary > GREATEST(primary_version, $2)
-					THEN staged_primary ELSE 0 END,
-				promote_time = CASE WHEN staged_primary > GREATEST(primary_version, $2)
-					THEN promote_time END
-			WHERE id = $1
-			RETURNING `+keyColumns,
-			keyID, n))
-		if err != nil {
-			return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
-		}
-	}
-	if err := notify(ctx, tx, keyID); err != nil {
+	if k, err = then(tx, k, n); err != nil {
 		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
-	}
-	return k, v, nil
-}
-
-// CommitStaged enables a pending version and stages it as the key's
-// primary at promoteTime, in one transaction.
-func (s *Store) CommitStaged(ctx context.Context, keyID [16]byte, version uint32, publicKey []byte, promoteTime time.Time) (keystore.Key, keystore.Version, error) {
-	const op = "commit staged"
-	n, ok := versionParam(version)
-	if !ok {
-		return keystore.Key{}, keystore.Version{}, notFound(op)
-	}
-	if promoteTime.IsZero() {
-		return keystore.Key{}, keystore.Version{}, fmt.Errorf("keystore: %s: zero promote time", op)
-	}
-	if len(publicKey) == 0 {
-		publicKey = nil
-	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
-
-	k, err := lockKey(ctx, tx, keyID)
-	if err != nil {
-		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
-	}
-	v, err := scanVersion(tx.QueryRow(ctx, `
-		UPDATE key_versions SET state = 'ENABLED', public_key = $3
-		WHERE key_id = $1 AND version = $2 AND state = 'PENDING'
-		RETURNING `+versionColumns,
-		keyID, n, publicKey))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return keystore.Key{}, keystore.Version{}, versionMissingOrNotPending(ctx, tx, op, keyID, n)
-	}
-	if err != nil {
-		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
-	}
-	if version > max(k.PrimaryVersion, k.StagedPrimary) {
-		k, err = scanKey(tx.QueryRow(ctx, `
-			UPDATE keys SET staged_primary = $2, promote_time = $3
-			WHERE id = $1
-			RETURNING `+keyColumns,
-			keyID, n, promoteTime))
-		if err != nil {
-			return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
-		}
 	}
 	if err := notify(ctx, tx, keyID); err != nil {
 		return keystore.Key{}, keystore.Version{}, translate(ctx, op, err)
