@@ -86,12 +86,24 @@ func (t *tee) AppendRecord(ctx context.Context, r Record) (Record, error) {
 		return Record{}, fmt.Errorf("audit: tee: %w: %w", ErrUnavailable, err)
 	}
 	line = append(line, '\n')
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, err := t.w.Write(line); err != nil {
-		return Record{}, fmt.Errorf("audit: tee: %w: %w", ErrUnavailable, err)
+	// A reader that stops reading must not hold the request past its
+	// deadline: the write goes on in the background and the caller fails.
+	done := make(chan error, 1)
+	go func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		_, err := t.w.Write(line)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return Record{}, fmt.Errorf("audit: tee: %w: %w", ErrUnavailable, err)
+		}
+		return rec, nil
+	case <-ctx.Done():
+		return Record{}, fmt.Errorf("audit: tee: %w: the output stalled: %w", ErrUnavailable, ctx.Err())
 	}
-	return rec, nil
 }
 
 // Close closes the inner Log.

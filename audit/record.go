@@ -68,6 +68,10 @@ var ErrBroken = errors.New("audit: chain broken")
 // the snake_case name of a Connect error code, such as "permission_denied".
 const OutcomeOK = "ok"
 
+// OutcomeIntent marks the record written before a change to keys is made
+// (an admin RPC); the record of its outcome follows.
+const OutcomeIntent = "intent"
+
 // DetailAADHMAC is the Details key under which callers store HMAC(salt,
 // associated data) of a request.
 const DetailAADHMAC = "aad_hmac"

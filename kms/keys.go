@@ -195,8 +195,10 @@ func (s *Service) Primary(k keystore.Key) uint32 {
 }
 
 // ListKeys returns up to pageSize keys (0 means the default) after the
-// page token, and the token of the next page, empty on the last one.
-func (s *Service) ListKeys(ctx context.Context, size int32, token string) ([]keystore.Key, string, error) {
+// page token, and the token of the next page, empty on the last one. If
+// visible is not nil, only keys it accepts are listed, and the page token
+// names only a listed key, so that paging reveals no other name.
+func (s *Service) ListKeys(ctx context.Context, size int32, token string, visible func(name string) bool) ([]keystore.Key, string, error) {
 	n, err := pageSize(size)
 	if err != nil {
 		return nil, "", err
@@ -205,15 +207,27 @@ func (s *Service) ListKeys(ctx context.Context, size int32, token string) ([]key
 	if err != nil {
 		return nil, "", err
 	}
-	keys, err := s.store.ListKeys(ctx, after, n+1)
-	if err != nil {
-		return nil, "", internal("list keys", err)
+	var out []keystore.Key
+	for {
+		keys, err := s.store.ListKeys(ctx, after, n+1)
+		if err != nil {
+			return nil, "", internal("list keys", err)
+		}
+		for _, k := range keys {
+			if visible != nil && !visible(k.Name) {
+				continue
+			}
+			if len(out) == n {
+				// One more visible key exists: this page is full.
+				return out, nameToken(out[n-1].Name), nil
+			}
+			out = append(out, k)
+		}
+		if len(keys) <= n {
+			return out, "", nil
+		}
+		after = keys[len(keys)-1].Name
 	}
-	if len(keys) <= n {
-		return keys, "", nil
-	}
-	keys = keys[:n]
-	return keys, nameToken(keys[n-1].Name), nil
 }
 
 // RotateKey creates a new version of the key. An encryption key's new

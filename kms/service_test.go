@@ -261,7 +261,7 @@ func TestListKeysPaging(t *testing.T) {
 	var names []string
 	tok := ""
 	for {
-		keys, next, err := f.svc.ListKeys(ctx, 10, tok)
+		keys, next, err := f.svc.ListKeys(ctx, 10, tok, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,10 +276,10 @@ func TestListKeysPaging(t *testing.T) {
 	if len(names) != 25 || names[0] != "key-00" || names[24] != "key-24" {
 		t.Fatalf("listed %v", names)
 	}
-	if _, _, err := f.svc.ListKeys(ctx, 10, "!!"); !errors.Is(err, ErrInvalidArgument) {
+	if _, _, err := f.svc.ListKeys(ctx, 10, "!!", nil); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("bad token: %v", err)
 	}
-	if _, _, err := f.svc.ListKeys(ctx, -1, ""); !errors.Is(err, ErrInvalidArgument) {
+	if _, _, err := f.svc.ListKeys(ctx, -1, "", nil); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("negative page size: %v", err)
 	}
 }

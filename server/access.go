@@ -166,11 +166,27 @@ func (a *access) interceptor() connect.UnaryInterceptorFunc {
 			if err == nil {
 				err = a.authorize(identity, rpc, msg)
 			}
+			if err == nil && a.policy != nil {
+				p := a.policy()
+				ctx = context.WithValue(ctx, visibleKey{}, func(name string) bool { return p.Allow(identity, "GetKey", name) })
+			}
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
+			defer cancel()
+			if err == nil && policy.IsAdmin(rpc) && a.audit != nil {
+				// A change to keys is recorded before it is made: if the
+				// intent cannot be written, nothing changes.
+				intent := rec
+				intent.Outcome = audit.OutcomeIntent
+				if aerr := a.audit.Append(actx, intent); aerr != nil {
+					a.log.LogAttrs(ctx, slog.LevelError, "audit record not written; request refused",
+						slog.String("request_id", rec.RequestID), slog.String("rpc", rpc), slog.String("cause", aerr.Error()))
+					return nil, errAuditDown
+				}
+			}
 			if err == nil {
 				res, err = next(ctx, req)
 			}
 			if err == nil {
-				a.filter(identity, res)
 				rec.Outcome = audit.OutcomeOK
 				rec.KeyVersion = versionOf(res)
 			} else {
@@ -180,8 +196,6 @@ func (a *access) interceptor() connect.UnaryInterceptorFunc {
 			if a.audit == nil {
 				return res, err
 			}
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
-			defer cancel()
 			if aerr := a.audit.Append(actx, rec); aerr != nil {
 				a.log.LogAttrs(ctx, slog.LevelError, "audit record not written; request failed",
 					slog.String("request_id", rec.RequestID), slog.String("rpc", rpc), slog.String("cause", aerr.Error()))
@@ -199,6 +213,10 @@ func (a *access) identity(ctx context.Context) (string, error) {
 	}
 	ar, ok := ctx.Value(identityKey{}).(authResult)
 	if !ok || ar.err != nil {
+		if ok {
+			a.log.LogAttrs(ctx, slog.LevelInfo, "unauthenticated",
+				slog.String("request_id", RequestID(ctx)), slog.String("reason", ar.err.Error()))
+		}
 		return "", errUnauthenticated
 	}
 	return ar.id.Name, nil
@@ -228,23 +246,13 @@ func (a *access) authorize(identity, rpc string, msg any) error {
 	return nil
 }
 
-// filter drops from a ListKeys response the keys the identity may not read.
-func (a *access) filter(identity string, res connect.AnyResponse) {
-	if a.policy == nil {
-		return
-	}
-	list, ok := res.Any().(*sigilv1.ListKeysResponse)
-	if !ok {
-		return
-	}
-	p := a.policy()
-	kept := list.Keys[:0]
-	for _, k := range list.GetKeys() {
-		if p.Allow(identity, "GetKey", k.GetName()) {
-			kept = append(kept, k)
-		}
-	}
-	list.Keys = kept
+type visibleKey struct{}
+
+// visibleKeys returns the predicate of the keys the caller may see, or nil
+// when every key is visible.
+func visibleKeys(ctx context.Context) func(string) bool {
+	f, _ := ctx.Value(visibleKey{}).(func(string) bool)
+	return f
 }
 
 func nameOf(msg any) string {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -50,13 +51,19 @@ rules:
     jwt:
       audiences: ["api"]
       max_lifetime: 15m
+  - identities: ["token:mover"]
+    keys: ["pay-*"]
+    allow: ["ReEncrypt"]
+  - identities: ["token:reader"]
+    keys: ["pay-*"]
+    allow: ["read"]
   - identities: ["token:nobody-*"]
     keys: ["none"]
     allow: ["GetKey"]
 `
 
 // tokens maps identity names to their secret bearer tokens, made up here.
-var tokens = map[string]string{"admin": "t-admin", "encrypter": "t-enc", "signer": "t-sign", "stranger": "t-stranger"}
+var tokens = map[string]string{"admin": "t-admin", "encrypter": "t-enc", "signer": "t-sign", "stranger": "t-stranger", "mover": "t-mover", "reader": "t-reader"}
 
 // auditView is what the tests read back of an audit log.
 type auditView interface {
@@ -207,6 +214,14 @@ func accessMatrix(t *testing.T, f accessFixture) {
 			_, err := f.kms["signer"].SignJWT(ctx, &sigilv1.SignJWTRequest{Name: "login", Claims: claims(map[string]any{"sub": "a", "aud": "api"})})
 			return err
 		}, connect.CodePermissionDenied},
+		{"ReEncrypt to a key outside the rule", "token:mover", func() error {
+			_, err := f.kms["mover"].ReEncrypt(ctx, &sigilv1.ReEncryptRequest{Name: "pay-a", Ciphertext: enc.GetCiphertext(), DestinationName: "other"})
+			return err
+		}, connect.CodePermissionDenied},
+		{"ReEncrypt within the rule", "token:mover", func() error {
+			_, err := f.kms["mover"].ReEncrypt(ctx, &sigilv1.ReEncryptRequest{Name: "pay-a", Ciphertext: enc.GetCiphertext(), DestinationName: "pay-b"})
+			return err
+		}, 0},
 		{"signer calls Sign", "token:signer", func() error {
 			_, err := f.kms["signer"].Sign(ctx, &sigilv1.SignRequest{Name: "login", Input: &sigilv1.SignRequest_Message{Message: []byte("x")}})
 			return err
@@ -229,10 +244,34 @@ func accessMatrix(t *testing.T, f accessFixture) {
 			}
 		})
 	}
-	// ListKeys shows only the keys the identity may read.
+	// ListKeys shows only the keys the identity may read, and its page
+	// tokens name no other key.
 	res, err := f.kms["stranger"].ListKeys(ctx, &sigilv1.ListKeysRequest{})
 	if connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Fatalf("ListKeys without read rights: %v, %v", res, err)
+	}
+	var seen []string
+	req := &sigilv1.ListKeysRequest{PageSize: 1}
+	for i := 0; i < 10; i++ {
+		page, err := f.kms["reader"].ListKeys(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range page.GetKeys() {
+			seen = append(seen, k.GetName())
+		}
+		if tok := page.GetNextPageToken(); tok != "" {
+			name, _ := base64.RawURLEncoding.DecodeString(tok)
+			if !strings.HasPrefix(string(name), "pay-") {
+				t.Fatalf("a page token names %q", name)
+			}
+		} else {
+			break
+		}
+		req.PageToken = page.GetNextPageToken()
+	}
+	if strings.Join(seen, ",") != "pay-a,pay-b" {
+		t.Fatalf("reader listed %v, want pay-a and pay-b", seen)
 	}
 }
 
@@ -383,17 +422,23 @@ func everyRPCAudited(t *testing.T, f accessFixture) {
 		if err := calls[rpc](); err != nil {
 			t.Fatalf("%s: %v", rpc, err)
 		}
-		want := 1
-		if rpc == "CreateKey" {
-			want = 2
+		// One record per request; a change to keys (an admin RPC) is
+		// preceded by its intent record. The CreateKey step makes two keys.
+		perCall := []string{audit.OutcomeOK}
+		if policy.IsAdmin(rpc) {
+			perCall = []string{audit.OutcomeIntent, audit.OutcomeOK}
 		}
-		recs := f.audit.Records()
-		if len(recs)-before != want {
-			t.Fatalf("%s added %d audit records, want %d", rpc, len(recs)-before, want)
+		var want []string
+		for i := 0; i < map[bool]int{true: 2, false: 1}[rpc == "CreateKey"]; i++ {
+			want = append(want, perCall...)
 		}
-		for _, r := range recs[before:] {
-			if r.RPC != rpc || r.Outcome != audit.OutcomeOK || r.Identity != "token:admin" {
-				t.Fatalf("%s: record %+v", rpc, r)
+		recs := f.audit.Records()[before:]
+		if len(recs) != len(want) {
+			t.Fatalf("%s added %d audit records, want %d", rpc, len(recs), len(want))
+		}
+		for i, r := range recs {
+			if r.RPC != rpc || r.Outcome != want[i] || r.Identity != "token:admin" || r.RequestID == "" {
+				t.Fatalf("%s: record %d %+v, want outcome %s", rpc, i, r, want[i])
 			}
 		}
 	}
@@ -437,7 +482,16 @@ func TestAuditFailureFailsClosed(t *testing.T) {
 	}
 	_, err = f.anon.Encrypt(ctx, &sigilv1.EncryptRequest{Name: "ek"})
 	wantCode(t, err, connect.CodeUnavailable) // even a refusal needs its record
+	// A change to keys is not made when its intent cannot be recorded.
+	_, err = c.RotateKey(ctx, &sigilv1.RotateKeyRequest{Name: "ek"})
+	wantCode(t, err, connect.CodeUnavailable)
+	_, err = c.ScheduleKeyVersionDestruction(ctx, &sigilv1.ScheduleKeyVersionDestructionRequest{Name: "ek", Version: 1})
+	wantCode(t, err, connect.CodeUnavailable)
 	mem.Recover()
+	vs, err := c.ListKeyVersions(ctx, &sigilv1.ListKeyVersionsRequest{Name: "ek"})
+	if err != nil || len(vs.GetKeyVersions()) != 1 || vs.GetKeyVersions()[0].GetState() != sigilv1.VersionState_VERSION_STATE_ENABLED {
+		t.Fatalf("changes made while the audit log was down: %v, %v", vs, err)
+	}
 	if _, err := c.Decrypt(ctx, &sigilv1.DecryptRequest{Name: "ek", Ciphertext: enc.GetCiphertext()}); err != nil {
 		t.Fatalf("after the audit log recovered: %v", err)
 	}

@@ -48,7 +48,7 @@ func (h *handler) GetKey(ctx context.Context, req *sigilv1.GetKeyRequest) (*sigi
 }
 
 func (h *handler) ListKeys(ctx context.Context, req *sigilv1.ListKeysRequest) (*sigilv1.ListKeysResponse, error) {
-	keys, next, err := h.svc.ListKeys(ctx, req.GetPageSize(), req.GetPageToken())
+	keys, next, err := h.svc.ListKeys(ctx, req.GetPageSize(), req.GetPageToken(), visibleKeys(ctx))
 	if err != nil {
 		return nil, err
 	}

@@ -258,11 +258,24 @@ func TestRealAccessMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svcA.Decrypt(ctx, &sigilv1.DecryptRequest{Name: "a", Ciphertext: enc.GetCiphertext()}); connect.CodeOf(err) != connect.CodePermissionDenied {
-		t.Fatalf("encrypt-only Decrypt: %v", err)
-	}
-	if _, err := svcA.RotateKey(ctx, &sigilv1.RotateKeyRequest{Name: "a"}); connect.CodeOf(err) != connect.CodePermissionDenied {
-		t.Fatalf("encrypt-only RotateKey: %v", err)
+	for name, call := range map[string]func() error{
+		"Decrypt": func() error {
+			_, err := svcA.Decrypt(ctx, &sigilv1.DecryptRequest{Name: "a", Ciphertext: enc.GetCiphertext()})
+			return err
+		},
+		"RotateKey": func() error {
+			_, err := svcA.RotateKey(ctx, &sigilv1.RotateKeyRequest{Name: "a"})
+			return err
+		},
+	} {
+		before, _, _ := ra.auditRows(t)
+		if err := call(); connect.CodeOf(err) != connect.CodePermissionDenied {
+			t.Fatalf("encrypt-only %s: %v", name, err)
+		}
+		after, identity, outcome := ra.auditRows(t)
+		if after != before+1 || identity != "jwt:https://issuer.test#svc-a" || outcome != "permission_denied" {
+			t.Fatalf("encrypt-only %s: audit rows %d -> %d, %q %q", name, before, after, identity, outcome)
+		}
 	}
 
 	// With the audit insert failing, Encrypt, Decrypt and Sign return

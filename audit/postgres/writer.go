@@ -115,7 +115,7 @@ func (l *Log) finish(batch []*pending, sealed []audit.Record, err error) {
 // write seals batch after the chain's head and inserts it, all in one
 // transaction, and returns the sealed records once it has committed.
 func (l *Log) write(ctx context.Context, batch []*pending) ([]audit.Record, error) {
-	tx, err := l.pool.Begin(ctx)
+	tx, err := l.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}) // the head read after the lock must see the latest commit
 	if err != nil {
 		return nil, err
 	}

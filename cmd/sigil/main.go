@@ -121,7 +121,7 @@ func (c *cli) run(ctx context.Context, args []string) int {
 	}
 	c.addr = strings.TrimRight(addr, "/")
 	if c.client == nil {
-		hc, err := cr.httpClient()
+		hc, err := cr.httpClient(c.addr)
 		if err != nil {
 			fmt.Fprintf(c.stderr, "sigil: %v\n", err)
 			return 2

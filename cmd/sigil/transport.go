@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 )
@@ -17,8 +19,20 @@ type credentials struct {
 }
 
 // httpClient returns the HTTP client for the credentials, or
-// http.DefaultClient when none are set.
-func (cr credentials) httpClient() (*http.Client, error) {
+// http.DefaultClient when none are set. A bearer token is sent only over
+// TLS or to a loopback address.
+func (cr credentials) httpClient(addr string) (*http.Client, error) {
+	if cr.tokenFile != "" {
+		u, err := url.Parse(addr)
+		if err != nil {
+			return nil, fmt.Errorf("--addr: %w", err)
+		}
+		host := u.Hostname()
+		ip, _ := netip.ParseAddr(host)
+		if u.Scheme != "https" && host != "localhost" && !ip.IsLoopback() {
+			return nil, errors.New("a bearer token is sent only over https (or to a loopback address)")
+		}
+	}
 	if cr.tokenFile == "" && cr.caFile == "" && cr.certFile == "" && cr.keyFile == "" {
 		return http.DefaultClient, nil
 	}
@@ -59,7 +73,8 @@ func (cr credentials) httpClient() (*http.Client, error) {
 		}
 		rt = bearerTransport{token: token, next: tr}
 	}
-	return &http.Client{Transport: rt}, nil
+	// Never follow a redirect with the credentials to another place.
+	return &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }
 
 // bearerTransport adds an Authorization: Bearer header to every request.

@@ -47,6 +47,9 @@ func TestCLIBearerToken(t *testing.T) {
 	if code, out, stderr := sigil(t, srv.URL, "", "--token-file", file, "create-key", "k"); code != 0 || !strings.Contains(out, `"name": "k"`) {
 		t.Fatalf("with --token-file: %d %s %s", code, out, stderr)
 	}
+	if code, _, stderr := sigil(t, "http://sigil.example:8380", "", "--token-file", file, "get-key", "k"); code != 2 || !strings.Contains(stderr, "https") {
+		t.Fatalf("token over cleartext to a remote host: %d %s", code, stderr)
+	}
 	if code, _, stderr := sigil(t, srv.URL, "", "--token-file", "/nonexistent", "get-key", "k"); code != 2 || strings.Contains(stderr, token) {
 		t.Fatalf("missing token file: %d %s", code, stderr)
 	}
