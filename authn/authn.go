@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 )
@@ -141,12 +142,35 @@ func (a *Authenticator) certificate(chain []*x509.Certificate) (Identity, error)
 		return Identity{}, fmt.Errorf("%w: client certificate: %v", ErrUnauthenticated, err)
 	}
 	for _, u := range leaf.URIs {
-		if u.Scheme == "spiffe" {
-			return Identity{Name: u.String(), Method: "mtls"}, nil
+		if u.Scheme != "spiffe" {
+			continue
 		}
+		if !validSPIFFE(u) {
+			return Identity{}, fmt.Errorf("%w: malformed SPIFFE ID in the client certificate", ErrUnauthenticated)
+		}
+		return Identity{Name: u.String(), Method: "mtls"}, nil
 	}
 	if leaf.Subject.CommonName == "" {
 		return Identity{}, fmt.Errorf("%w: client certificate has neither a SPIFFE ID nor a CN", ErrUnauthenticated)
 	}
 	return Identity{Name: "cn:" + leaf.Subject.CommonName, Method: "mtls"}, nil
+}
+
+// validSPIFFE reports whether u is a SPIFFE ID as the SPIFFE standard
+// defines it: a trust domain, a path of non-empty segments other than "."
+// and "..", and no user, port, query or fragment. Policies match IDs by
+// their text, so "spiffe://td/ns/a/../../admin" must never pass.
+func validSPIFFE(u *url.URL) bool {
+	if u.Host == "" || u.User != nil || u.Port() != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return false
+	}
+	if u.Path == "" {
+		return true
+	}
+	for _, seg := range strings.Split(strings.TrimPrefix(u.Path, "/"), "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return strings.HasPrefix(u.Path, "/")
 }

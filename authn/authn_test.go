@@ -149,6 +149,8 @@ func TestAuthenticate(t *testing.T) {
 	}{
 		{"SPIFFE certificate", request(good.issue(t, "api", "spiffe://prod/ns/pay/sa/api", x509.ExtKeyUsageClientAuth), ""), "spiffe://prod/ns/pay/sa/api"},
 		{"CN certificate", request(good.issue(t, "batch-job", "", x509.ExtKeyUsageClientAuth), ""), "cn:batch-job"},
+		{"SPIFFE ID with dot segments", request(good.issue(t, "api", "spiffe://prod/ns/app/../../admin", x509.ExtKeyUsageClientAuth), ""), ""},
+		{"SPIFFE ID with a query", request(good.issue(t, "api", "spiffe://prod/ns/app?x=1", x509.ExtKeyUsageClientAuth), ""), ""},
 		{"certificate from another CA", request(other.issue(t, "api", "spiffe://prod/ns/pay/sa/api", x509.ExtKeyUsageClientAuth), ""), ""},
 		{"server-only certificate", request(good.issue(t, "api", "", x509.ExtKeyUsageServerAuth), ""), ""},
 		{"static token", request(nil, secret), "token:billing"},
