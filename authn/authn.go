@@ -24,6 +24,10 @@ import (
 // without a valid identity. The reason is for logs, not for the caller.
 var ErrUnauthenticated = errors.New("authn: unauthenticated")
 
+// ErrUnavailable is returned, wrapped, when a credential cannot be checked
+// right now (an issuer's JWKS cannot be fetched); the caller may retry.
+var ErrUnavailable = errors.New("authn: unavailable")
+
 // Identity is an authenticated caller.
 type Identity struct {
 	// Name is the identity policies refer to: the SPIFFE ID or "cn:<CN>"

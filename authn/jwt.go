@@ -110,7 +110,7 @@ func (a *Authenticator) jwt(ctx context.Context, token string) (Identity, error)
 	}
 	set, err := is.keys(ctx)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: issuer keys unavailable: %v", ErrUnauthenticated, err)
+		return Identity{}, fmt.Errorf("%w: issuer keys unavailable: %v", ErrUnavailable, err)
 	}
 	kid, _ := hdr.KeyID()
 	key, ok := set.LookupKeyID(kid)

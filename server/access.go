@@ -137,7 +137,9 @@ type access struct {
 var (
 	errUnauthenticated = connect.NewError(connect.CodeUnauthenticated, errors.New("unauthenticated"))
 	errDenied          = connect.NewError(connect.CodePermissionDenied, errors.New("permission denied"))
-	errAuditDown       = connect.NewError(connect.CodeUnavailable, errors.New("service unavailable; retry later"))
+	// errAuditDown is the generic, retryable answer when the audit log or
+	// an issuer's keys cannot be reached.
+	errAuditDown = connect.NewError(connect.CodeUnavailable, errors.New("service unavailable; retry later"))
 )
 
 func (a *access) interceptor() connect.UnaryInterceptorFunc {
@@ -212,6 +214,11 @@ func (a *access) identity(ctx context.Context) (string, error) {
 		return DevIdentity, nil
 	}
 	ar, ok := ctx.Value(identityKey{}).(authResult)
+	if ok && errors.Is(ar.err, authn.ErrUnavailable) {
+		a.log.LogAttrs(ctx, slog.LevelError, "credentials cannot be checked",
+			slog.String("request_id", RequestID(ctx)), slog.String("cause", ar.err.Error()))
+		return "", errAuditDown // the same generic, retryable Unavailable
+	}
 	if !ok || ar.err != nil {
 		if ok {
 			a.log.LogAttrs(ctx, slog.LevelInfo, "unauthenticated",
