@@ -2,9 +2,15 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+
+	"github.com/sigil-kms/sigil/gen/sigil/v1/sigilv1connect"
 )
 
 // healthz answers 200 while the process serves HTTP.
@@ -29,4 +35,24 @@ func readyz(ready func(context.Context) error, timeout time.Duration, log *slog.
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	}
+}
+
+// readyChecker answers gRPC health checks: SERVING when the HSM and the
+// database answer within the timeout, for the whole server ("") and for
+// the KeyManagementService; unknown services get NotFound.
+type readyChecker struct {
+	svc     interface{ Ready(context.Context) error }
+	timeout time.Duration
+}
+
+func (c readyChecker) Check(ctx context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	if req.Service != "" && req.Service != sigilv1connect.KeyManagementServiceName {
+		return nil, connect.NewError(connect.CodeNotFound, errors.New("unknown service"))
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := c.svc.Ready(ctx); err != nil {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
 
 	"github.com/sigil-kms/sigil/audit"
 	"github.com/sigil-kms/sigil/authn"
@@ -95,6 +96,9 @@ func New(svc *kms.Service, opts Options) http.Handler {
 	// connect-go enforces MaxRequestBytes on the decoded message; the
 	// MaxBytesHandler also stops reading a larger body on the wire.
 	mux.Handle(path, acc.withIdentity(opts.Authenticator, http.MaxBytesHandler(h, 2*MaxRequestBytes)))
+	// gRPC health (grpc.health.v1), for load balancers and grpcurl: it
+	// reports whether the HSM and the database answer.
+	mux.Handle(grpchealth.NewHandler(readyChecker{svc: svc, timeout: opts.ReadyTimeout}))
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", readyz(svc.Ready, opts.ReadyTimeout, log))
 	mux.Handle("GET /.well-known/jwks.json", jwks(svc, log, false))

@@ -351,6 +351,31 @@ func TestHealth(t *testing.T) {
 	if c := get("/readyz"); c != 503 {
 		t.Fatalf("/readyz with database down = %d", c)
 	}
+	// gRPC health, through Connect JSON.
+	check := func(service string) (int, string) {
+		t.Helper()
+		res, err := f.http.Post(f.url+"/grpc.health.v1.Health/Check", "application/json", strings.NewReader(`{"service":"`+service+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out struct{ Status string }
+		_ = json.NewDecoder(res.Body).Decode(&out)
+		return res.StatusCode, strings.TrimPrefix(out.Status, "SERVING_STATUS_")
+	}
+	if code, status := check(""); code != 200 || status != "SERVING" && status != "NOT_SERVING" {
+		t.Fatalf("health check = %d %q", code, status)
+	}
+	if _, status := check("sigil.v1.KeyManagementService"); status != "NOT_SERVING" {
+		t.Fatalf("health with the database down = %q, want NOT_SERVING", status)
+	}
+	f.store.Recover()
+	if _, status := check("sigil.v1.KeyManagementService"); status != "SERVING" {
+		t.Fatalf("health = %q, want SERVING", status)
+	}
+	if code, _ := check("no.such.Service"); code != 404 {
+		t.Fatalf("health of an unknown service = %d, want 404", code)
+	}
 }
 
 // blockingPing is a backend whose Ping waits for its context to end, like
