@@ -9,8 +9,7 @@ import (
 )
 
 // DefaultMaxLifetime is the longest token lifetime (exp - iat) SignJWT
-// accepts under a rule whose claim policy sets no max_lifetime, or that
-// has no jwt block.
+// accepts under a claim policy that sets no max_lifetime.
 const DefaultMaxLifetime = time.Hour
 
 // ClockSkew is how far in the future an iat claim may be.
@@ -28,7 +27,9 @@ type claimPolicy struct {
 
 // CheckJWT checks the claims that identity asks SignJWT to sign with key
 // against the claim policy of the first rule, in file order, that allows
-// identity to call SignJWT on key. Put narrow rules before broad ones.
+// identity to call SignJWT on key and has a jwt block. Put narrow rules
+// before broad ones. If no such rule has a jwt block, SignJWT is refused:
+// a signing client never mints tokens that no claim policy describes.
 //
 // It returns an error wrapping ErrDenied if no rule allows the call, and
 // one wrapping ErrClaimsRefused, with a message safe to return to the
@@ -44,15 +45,17 @@ type claimPolicy struct {
 // iat defaults to now when absent. Numbers may be float64 (as
 // encoding/json decodes them), json.Number or any Go integer type.
 func (p *Policy) CheckJWT(identity, key string, claims map[string]any, now time.Time) error {
-	r := p.match(identity, bitSignJWT, key)
-	if r == nil {
+	if p.match(identity, bitSignJWT, key) == nil {
 		return fmt.Errorf("%w: %s may not call SignJWT on key %q", ErrDenied, identity, key)
 	}
-	cp := r.jwt
-	if cp == nil { // unreachable: parse sets jwt on every rule granting SignJWT
-		cp = &claimPolicy{maxLifetime: DefaultMaxLifetime}
+	for i := range p.rules {
+		r := &p.rules[i]
+		if r.jwt != nil && r.rpcs&bitSignJWT != 0 && anyMatch(r.identities, identity) && anyMatch(r.keys, key) {
+			return r.jwt.check(claims, now)
+		}
 	}
-	return cp.check(claims, now)
+	// A signing client never mints tokens no claim policy describes.
+	return fmt.Errorf("%w: no claim policy (a jwt block) covers SignJWT for this identity and key", ErrClaimsRefused)
 }
 
 // check applies the claim policy.

@@ -26,6 +26,10 @@ rules:
   - identities: ["token:strict", "token:loose"]
     keys: ["*"]
     allow: ["use"]
+  - identities: ["token:loose"]
+    keys: ["*"]
+    allow: ["SignJWT"]
+    jwt: {}
   - identities: ["token:signer"]
     keys: ["*"]
     allow: ["Sign"]
@@ -110,9 +114,11 @@ func TestCheckJWT(t *testing.T) {
 		{"nbf after exp", "token:strict", "sess-1", with("nbf", at(11*time.Minute)), false, "nbf is after exp"},
 		{"nbf not a number", "token:strict", "sess-1", with("nbf", "soon"), false, "nbf must be a number"},
 
-		// token:strict on another key gets the second rule ("use", no jwt
-		// block): any iss and aud, default lifetime.
-		{"default policy any iss", "token:strict", "other", with("iss", "https://evil.example"), false, ""},
+		// token:strict on another key is allowed SignJWT by the second rule
+		// ("use"), which has no jwt block: refused. token:loose has an
+		// empty block: any iss and aud, default lifetime.
+		{"no claim policy", "token:strict", "other", good(), false, "no claim policy"},
+		{"empty claim policy any iss", "token:loose", "other", with("iss", "https://evil.example"), false, ""},
 		{"default policy lifetime", "token:loose", "k", with("exp", at(DefaultMaxLifetime)), false, ""},
 		{"default policy too long", "token:loose", "k", with("exp", at(DefaultMaxLifetime+time.Second)), false, "exceeds the maximum of 1h0m0s"},
 		{"default policy exp required", "token:loose", "k", without("exp"), false, "exp is required"},

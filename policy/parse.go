@@ -59,9 +59,9 @@ import (
 // jwt is the claim policy CheckJWT applies to SignJWT: issuers and
 // audiences (non-empty lists when present; absent means any) and
 // max_lifetime (a Go duration such as "15m", positive; default
-// DefaultMaxLifetime). A rule that grants SignJWT without a jwt block
-// gets the default: any iss and aud, exp required, lifetime at most
-// DefaultMaxLifetime.
+// DefaultMaxLifetime). SignJWT is allowed only under a rule that has a
+// jwt block (see CheckJWT); an empty block "jwt: {}" allows any iss and
+// aud with exp required and a lifetime of at most DefaultMaxLifetime.
 //
 // Unknown fields, duplicate fields, unknown RPC or group names, bad
 // patterns, empty lists and bad durations are errors; the *ParseError
@@ -159,8 +159,6 @@ func parseRule(n *yaml.Node, i int) (rule, error) {
 		if r.jwt, err = parseClaimPolicy(jn, i); err != nil {
 			return r, err
 		}
-	} else if r.rpcs&bitSignJWT != 0 {
-		r.jwt = &claimPolicy{maxLifetime: DefaultMaxLifetime}
 	}
 	return r, nil
 }

@@ -42,6 +42,7 @@ rules:
   - identities: ["token:admin"]
     keys: ["*"]
     allow: ["admin", "*"]
+    jwt: {}
   - identities: ["token:encrypter"]
     keys: ["pay-*"]
     allow: ["encrypt"]
