@@ -118,7 +118,8 @@ type Version struct {
 	// destruction, or when a StateDestroyed one was destroyed.
 	DestroyTime time.Time
 	// EncryptCount is the number of encryptions reserved for this version
-	// so far (see ReserveEncryptions).
+	// so far (see ReserveEncryptions). A cached Version may lag; the
+	// count that matters is the one ReserveEncryptions returns.
 	EncryptCount int64
 }
 

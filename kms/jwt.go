@@ -28,8 +28,9 @@ func (s *Service) SignJWT(ctx context.Context, name string, claims []byte, heade
 	if len(claims) > MaxClaims {
 		return "", 0, newError(ErrTooLarge, "claims exceed %d bytes", MaxClaims)
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(claims, &obj); err != nil || obj == nil {
+	// Compacting validates the JSON; an object is all that may follow.
+	var payload bytes.Buffer
+	if err := json.Compact(&payload, claims); err != nil || payload.Len() == 0 || payload.Bytes()[0] != '{' {
 		return "", 0, newError(ErrInvalidArgument, "claims must be a JSON object")
 	}
 	hdr := jwtHeader{Typ: "JWT"}
@@ -55,10 +56,6 @@ func (s *Service) SignJWT(ctx context.Context, name string, claims []byte, heade
 	hb, err := json.Marshal(hdr)
 	if err != nil {
 		return "", 0, internal("jwt header", err)
-	}
-	var payload bytes.Buffer
-	if err := json.Compact(&payload, claims); err != nil {
-		return "", 0, newError(ErrInvalidArgument, "claims must be a JSON object")
 	}
 	b64 := base64.RawURLEncoding
 	signingInput := b64.EncodeToString(hb) + "." + b64.EncodeToString(payload.Bytes())

@@ -116,3 +116,19 @@ func TestPublishLeadRules(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSignJWTClaimsMustBeAnObject(t *testing.T) {
+	ctx := context.Background()
+	svc := New(hsmtest.NewMemory(), keystoretest.NewMemory())
+	if _, err := svc.CreateKey(ctx, CreateKeyRequest{Name: "k", Algorithm: keystore.ECP256SHA256}); err != nil {
+		t.Fatal(err)
+	}
+	for _, claims := range []string{"", "null", "[]", `"x"`, "1", "{", `{"a":1}x`} {
+		if _, _, err := svc.SignJWT(ctx, "k", []byte(claims), nil); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("claims %q: %v, want ErrInvalidArgument", claims, err)
+		}
+	}
+	if _, _, err := svc.SignJWT(ctx, "k", []byte(` { "sub" : "a" } `), nil); err != nil {
+		t.Fatalf("an object with spaces: %v", err)
+	}
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -18,7 +17,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -58,54 +56,8 @@ func (l *lockedBuffer) String() string {
 // to the token and database ones, and returns it with its stdout.
 func startProduction(t *testing.T, tok *softhsm.Token, dbURL string, extra ...string) (*process, *lockedBuffer) {
 	t.Helper()
-	args := append([]string{"--listen", "127.0.0.1:0", "--database-url", dbURL,
-		"--hsm-module", tok.Module, "--hsm-token-label", tok.Label, "--hsm-pin-file", tok.PINFile}, extra...)
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), childEnv+"=1", "SOFTHSM2_CONF="+tok.Conf)
 	stdout := new(lockedBuffer)
-	cmd.Stdout = stdout
-	pipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &process{cmd: cmd, done: make(chan struct{}), lines: make(chan struct{}, 1)}
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.stderr.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
-			select {
-			case p.lines <- struct{}{}:
-			default:
-			}
-			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
-				found <- m[1]
-			}
-		}
-		close(found)
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = p.wait()
-	})
-	select {
-	case u, ok := <-found:
-		if !ok {
-			t.Fatalf("sigild exited before listening:\n%s", p.output())
-		}
-		p.url = u
-	case <-time.After(60 * time.Second):
-		t.Fatalf("sigild did not start within 60s:\n%s", p.output())
-	}
-	return p, stdout
+	return launch(t, tok, baseArgs(tok, dbURL, extra...), nil, stdout), stdout
 }
 
 // waitLog waits until sigild's stderr has n lines containing s.

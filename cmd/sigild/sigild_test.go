@@ -106,10 +106,24 @@ func startSigild(t *testing.T, tok *softhsm.Token, dbURL string, extra ...string
 // startSigildEnv is startSigild with extra environment variables.
 func startSigildEnv(t *testing.T, tok *softhsm.Token, dbURL string, env []string, extra ...string) *process {
 	t.Helper()
-	args := append([]string{"--dev", "--listen", "127.0.0.1:0", "--database-url", dbURL,
+	return launch(t, tok, append([]string{"--dev"}, baseArgs(tok, dbURL, extra...)...), env, nil)
+}
+
+// baseArgs are the flags naming a free loopback port, the database and the
+// token, followed by extra.
+func baseArgs(tok *softhsm.Token, dbURL string, extra ...string) []string {
+	return append([]string{"--listen", "127.0.0.1:0", "--database-url", dbURL,
 		"--hsm-module", tok.Module, "--hsm-token-label", tok.Label, "--hsm-pin-file", tok.PINFile}, extra...)
+}
+
+// launch starts the test binary as sigild with args, the token's SoftHSM
+// configuration and env, sends its stdout to stdout (if not nil), and waits
+// until it says where it listens.
+func launch(t *testing.T, tok *softhsm.Token, args, env []string, stdout io.Writer) *process {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), childEnv+"=1", "SOFTHSM2_CONF="+tok.Conf), env...)
+	cmd.Stdout = stdout
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -259,10 +273,7 @@ func TestStartupRefusals(t *testing.T) {
 	if err := os.WriteFile(wrongPIN, []byte("000000\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	base := func() []string {
-		return []string{"--dev", "--listen", "127.0.0.1:0", "--database-url", db, "--hsm-module", tok.Module,
-			"--hsm-token-label", tok.Label, "--hsm-pin-file", tok.PINFile}
-	}
+	base := func() []string { return append([]string{"--dev"}, baseArgs(tok, db)...) }
 	with := func(flag, value string) []string {
 		a := base()
 		for i := range a {

@@ -97,9 +97,11 @@ func (c *Store) ClaimRotation(ctx context.Context, keyID [16]byte, now, next tim
 	return c.s.ClaimRotation(ctx, keyID, now, next)
 }
 
-// ReserveEncryptions passes through and drops the key's entries.
+// ReserveEncryptions passes through and keeps the cache: it changes only
+// EncryptCount, which callers read from its result, never from a cached
+// Version (whose EncryptCount may lag). Dropping the key here would send
+// the next request of every batch to the database.
 func (c *Store) ReserveEncryptions(ctx context.Context, keyID [16]byte, version uint32, n int64) (int64, error) {
-	defer c.invalidate(keyID)
 	return c.s.ReserveEncryptions(ctx, keyID, version, n)
 }
 

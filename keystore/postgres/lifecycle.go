@@ -74,13 +74,7 @@ func (s *Store) StagePrimary(ctx context.Context, keyID [16]byte, version uint32
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
 
-	k, err := lockKey(ctx, tx, keyID)
-	if err != nil {
-		return keystore.Key{}, translate(ctx, op, err)
-	}
-	var state keystore.State
-	err = tx.QueryRow(ctx, `SELECT state FROM key_versions WHERE key_id = $1 AND version = $2`,
-		keyID, n).Scan(&state)
+	k, state, _, err := lockVersion(ctx, tx, keyID, n)
 	if err != nil {
 		return keystore.Key{}, translate(ctx, op, err)
 	}
@@ -184,14 +178,7 @@ func (s *Store) SetVersionState(ctx context.Context, keyID [16]byte, version uin
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // no-op after Commit
 
-	k, err := lockKey(ctx, tx, keyID)
-	if err != nil {
-		return keystore.Version{}, translate(ctx, op, err)
-	}
-	var state keystore.State
-	var destroyTime *time.Time
-	err = tx.QueryRow(ctx, `SELECT state, destroy_time FROM key_versions WHERE key_id = $1 AND version = $2`,
-		keyID, n).Scan(&state, &destroyTime)
+	k, state, destroyTime, err := lockVersion(ctx, tx, keyID, n)
 	if err != nil {
 		return keystore.Version{}, translate(ctx, op, err)
 	}
@@ -244,4 +231,18 @@ func (s *Store) ListVersionsByState(ctx context.Context, state keystore.State, d
 		return nil, translate(ctx, op, err)
 	}
 	return versions, nil
+}
+
+// lockVersion locks the key's row and reads one version's state and
+// destroy time, for a change that depends on both.
+func lockVersion(ctx context.Context, tx pgx.Tx, keyID [16]byte, n int32) (keystore.Key, keystore.State, *time.Time, error) {
+	k, err := lockKey(ctx, tx, keyID)
+	if err != nil {
+		return keystore.Key{}, "", nil, err
+	}
+	var state keystore.State
+	var destroyTime *time.Time
+	err = tx.QueryRow(ctx, `SELECT state, destroy_time FROM key_versions WHERE key_id = $1 AND version = $2`,
+		keyID, n).Scan(&state, &destroyTime)
+	return k, state, destroyTime, err
 }
