@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
 	"github.com/sigil-kms/sigil/gen/sigil/v1/sigilv1connect"
@@ -163,6 +164,37 @@ func TestCurlJSON(t *testing.T) {
 	code, out = post("Encrypt", `{"name":`)
 	if code != 400 || out["code"] != "invalid_argument" {
 		t.Fatalf("malformed JSON: %d %v", code, out)
+	}
+}
+
+// TestResponsesNotCompressed asks for gzip and gets a plain response, even
+// for a plaintext that would shrink to nothing.
+func TestResponsesNotCompressed(t *testing.T) {
+	f := startFakes(t)
+	createAES(t, f.client, "k")
+	enc, err := f.client.Encrypt(context.Background(), &sigilv1.EncryptRequest{Name: "k", Plaintext: make([]byte, 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := proto.Marshal(&sigilv1.DecryptRequest{Name: "k", Ciphertext: enc.GetCiphertext()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, f.url+"/sigil.v1.KeyManagementService/Decrypt", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/proto")
+	req.Header.Set("Accept-Encoding", "gzip") // set by hand: the transport then leaves the response as sent
+	res, err := f.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	n, _ := io.Copy(io.Discard, res.Body)
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Encoding") != "" || n < 64<<10 {
+		t.Fatalf("Decrypt: status %d, Content-Encoding %q, %d bytes; want 200, no encoding, the whole plaintext",
+			res.StatusCode, res.Header.Get("Content-Encoding"), n)
 	}
 }
 

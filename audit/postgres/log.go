@@ -6,11 +6,14 @@
 // audit_log, version table sigil_audit_schema_version) and starts the Log's
 // writer goroutine. Append queues its record and waits; the writer takes
 // everything queued, up to Options.MaxBatch records, and writes it in one
-// transaction that first takes a transaction-level advisory lock on the
-// chain, then reads the chain's head, seals the records after it (see
-// audit.Seal) and inserts them. Several Logs on one database, in one
+// transaction that holds a transaction-level advisory lock on the chain,
+// seals the records after the chain's head (see audit.Seal) and inserts
+// them. While the writer knows the head, because it wrote it, the lock and
+// the insert go in one round trip; if another writer got there first, the
+// primary key on seq refuses the batch and the writer reads the head under
+// the lock and writes the batch again. Several Logs on one database, in one
 // process or in several replicas, therefore interleave whole batches but
-// never fork the chain; the primary key on seq would refuse a fork anyway.
+// never fork the chain.
 // When the transaction commits every Append of the batch returns nil; when
 // it fails they all return the same error, wrapping audit.ErrUnavailable.
 //
@@ -85,7 +88,11 @@ type Log struct {
 	done     chan struct{} // closed when the writer has stopped
 	closeErr error         // written by the writer before done is closed
 
-	batches, records, failedBatches, failedRecords atomic.Int64
+	// Used by the writer goroutine only.
+	head  knownHead // the chain's head as last written or read
+	pause int       // batches left to send through the locked path
+
+	batches, records, failedBatches, failedRecords, staleHeads atomic.Int64
 }
 
 // pending is one queued Append.
@@ -104,6 +111,10 @@ type Stats struct {
 	// FailedBatches and FailedRecords count transactions that failed and
 	// the records whose Appends therefore failed.
 	FailedBatches, FailedRecords int64
+	// StaleHeads counts batches whose one-round-trip write found that
+	// another writer had extended the chain, and that were written again
+	// after reading the head.
+	StaleHeads int64
 }
 
 // Open connects to the database at url (a postgres:// URL or a key=value
@@ -234,6 +245,7 @@ func (l *Log) Stats() Stats {
 		Records:       l.records.Load(),
 		FailedBatches: l.failedBatches.Load(),
 		FailedRecords: l.failedRecords.Load(),
+		StaleHeads:    l.staleHeads.Load(),
 	}
 }
 

@@ -203,6 +203,36 @@ func TestReplicas(t *testing.T) {
 	}
 }
 
+// TestStaleHead has two Logs take turns, so that each one's known head is
+// stale at its next write: the primary key must refuse the one-round-trip
+// write and the Log must write the batch again after the real head.
+func TestStaleHead(t *testing.T) {
+	url := postgrestest.NewDatabase(t)
+	a := openLog(t, url, postgres.Options{})
+	b := openLog(t, url, postgres.Options{})
+	ctx := testContext(t)
+	for i, l := range []*postgres.Log{a, b, a, b, a} {
+		if err := l.Append(ctx, audittest.Sample(i)); err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+	// a wrote seq 1, 3 and 5: its one-round-trip write of seq 3 found
+	// its head stale; seq 5 went through the locked path directly, as
+	// the writer pauses its one-round-trip attempts after a stale head.
+	if st := a.Stats(); st.StaleHeads != 1 || st.Records != 3 {
+		t.Errorf("a.Stats() = %+v, want 3 records and 1 stale head", st)
+	}
+	if st := b.Stats(); st.StaleHeads != 1 || st.Records != 2 {
+		t.Errorf("b.Stats() = %+v, want 2 records and 1 stale head", st)
+	}
+	mustVerify(t, a, url, 5)
+	for i, r := range readAll(t, url) {
+		if want := audittest.Sample(i).RequestID; r.RequestID != want || r.Seq != int64(i+1) {
+			t.Errorf("record %d: seq %d request %q, want seq %d request %q", i, r.Seq, r.RequestID, i+1, want)
+		}
+	}
+}
+
 // TestOpenConcurrently opens several Logs and a key store at once on a new
 // database: the migrations run once and keep separate version tables.
 func TestOpenConcurrently(t *testing.T) {

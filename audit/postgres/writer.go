@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/sigil-kms/sigil/audit"
 )
@@ -16,6 +17,13 @@ import (
 // writer, in every process, holds from reading the chain's head until its
 // batch commits.
 const chainLock int64 = 0x5369_6769_6c43_6861 // "SigilCha"
+
+// uniqueViolation is the SQLSTATE of a unique constraint refusing a row, and
+// seqConstraint the primary key on audit_log.seq.
+const (
+	uniqueViolation = "23505"
+	seqConstraint   = "audit_log_pkey"
+)
 
 // headSQL reads the chain's head. Run after taking chainLock in a READ
 // COMMITTED transaction, its snapshot includes every batch committed before.
@@ -112,9 +120,54 @@ func (l *Log) finish(batch []*pending, sealed []audit.Record, err error) {
 	}
 }
 
-// write seals batch after the chain's head and inserts it, all in one
-// transaction, and returns the sealed records once it has committed.
+// optimisticPause is how many batches the writer sends through the locked
+// path after its cached head turned out stale, so that replicas writing at
+// the same time do not keep paying for failed attempts.
+const optimisticPause = 8
+
+// write seals batch after the chain's head and inserts it, and returns the
+// sealed records once they are committed.
+//
+// When the writer knows the head (it wrote it, or read it) it sends the lock
+// and the insert in one round trip, as one implicit transaction. If another
+// writer extended the chain since, the insert's first seq is taken: the
+// primary key refuses it, nothing is written, and the batch goes through
+// the locked path, which reads the head first. Either way no two records
+// share a seq and each record chains to the one before it.
 func (l *Log) write(ctx context.Context, batch []*pending) ([]audit.Record, error) {
+	if l.head.known && l.pause == 0 {
+		sealed, args, err := seal(batch, l.head.Head)
+		if err != nil {
+			return nil, err
+		}
+		b := &pgx.Batch{}
+		b.Queue("SELECT pg_advisory_xact_lock($1)", chainLock)
+		b.Queue(insertSQL, args...)
+		err = l.pool.SendBatch(ctx, b).Close()
+		if err == nil {
+			l.head.set(sealed[len(sealed)-1])
+			return sealed, nil
+		}
+		l.head.known = false
+		if !seqTaken(err) {
+			return nil, err
+		}
+		l.staleHeads.Add(1)
+		l.pause = optimisticPause
+	} else if l.pause > 0 {
+		l.pause--
+	}
+	sealed, err := l.writeLocked(ctx, batch)
+	if err != nil {
+		return nil, err
+	}
+	l.head.set(sealed[len(sealed)-1])
+	return sealed, nil
+}
+
+// writeLocked takes the chain's lock, reads the head, seals batch after it
+// and inserts it, all in one transaction.
+func (l *Log) writeLocked(ctx context.Context, batch []*pending) ([]audit.Record, error) {
 	tx, err := l.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}) // the head read after the lock must see the latest commit
 	if err != nil {
 		return nil, err
@@ -136,7 +189,26 @@ func (l *Log) write(ctx context.Context, batch []*pending) ([]audit.Record, erro
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
 	}
+	sealed, args, err := seal(batch, head)
+	if err != nil {
+		return nil, err
+	}
+	tag, err := tx.Exec(ctx, insertSQL, args...)
+	if err != nil {
+		return nil, err
+	}
+	if n := len(batch); tag.RowsAffected() != int64(n) {
+		return nil, fmt.Errorf("inserted %d rows, want %d", tag.RowsAffected(), n)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
+	}
+	return sealed, nil
+}
 
+// seal seals batch after head and returns the records and insertSQL's
+// arguments.
+func seal(batch []*pending, head audit.Head) ([]audit.Record, []any, error) {
 	n := len(batch)
 	sealed := make([]audit.Record, n)
 	var (
@@ -158,7 +230,7 @@ func (l *Log) write(ctx context.Context, batch []*pending) ([]audit.Record, erro
 		head = audit.Head{Seq: r.Seq, Hash: r.Hash}
 		d, err := json.Marshal(r.Details)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if r.Details == nil {
 			d = []byte("{}")
@@ -168,16 +240,22 @@ func (l *Log) write(ctx context.Context, batch []*pending) ([]audit.Record, erro
 		rpcs[i], keys[i], versions[i], outcomes[i] = r.RPC, r.Key, int64(r.KeyVersion), r.Outcome
 		peers[i], details[i], prevs[i], hashes[i] = r.Peer, string(d), r.PrevHash, r.Hash
 	}
-	tag, err := tx.Exec(ctx, insertSQL, seqs, times, rids, idents, rpcs, keys, versions,
-		outcomes, peers, details, prevs, hashes)
-	if err != nil {
-		return nil, err
-	}
-	if tag.RowsAffected() != int64(n) {
-		return nil, fmt.Errorf("inserted %d rows, want %d", tag.RowsAffected(), n)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, err
-	}
-	return sealed, nil
+	return sealed, []any{seqs, times, rids, idents, rpcs, keys, versions, outcomes, peers, details, prevs, hashes}, nil
+}
+
+// knownHead is the chain's head as the writer last wrote or read it.
+type knownHead struct {
+	audit.Head
+	known bool
+}
+
+func (h *knownHead) set(last audit.Record) {
+	h.Head, h.known = audit.Head{Seq: last.Seq, Hash: last.Hash}, true
+}
+
+// seqTaken reports whether err is the primary key on seq refusing a record:
+// another writer extended the chain first.
+func seqTaken(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == uniqueViolation && pe.ConstraintName == seqConstraint
 }
