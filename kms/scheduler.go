@@ -38,6 +38,7 @@ func (s *Service) RunScheduler(ctx context.Context, interval time.Duration) {
 // rotation is due or whose primary used up its encryption budget, destroys
 // versions whose destruction is due, and repairs half-made versions.
 func (s *Service) RunScheduled(ctx context.Context) error {
+	start := time.Now()
 	ran, err := s.store.RunExclusive(ctx, "scheduler", func(ctx context.Context) error {
 		now := s.now()
 		if _, err := s.store.PromoteDue(ctx, now); err != nil {
@@ -51,6 +52,9 @@ func (s *Service) RunScheduled(ctx context.Context) error {
 		)
 	})
 	s.log.LogAttrs(ctx, slog.LevelDebug, "scheduler pass", slog.Bool("ran", ran))
+	if s.observeRun != nil {
+		s.observeRun(ran, time.Since(start), err)
+	}
 	if err != nil {
 		return internal("scheduler", err)
 	}

@@ -34,6 +34,8 @@ type Service struct {
 	// pendingGrace is how old a pending version must be before Reconcile
 	// treats it as abandoned rather than in progress on another replica.
 	pendingGrace time.Duration
+	// observeRun is told of each scheduler pass; nil if unset.
+	observeRun func(ran bool, d time.Duration, err error)
 
 	budget budget
 	// pubs caches parsed public keys by versionRef. Entries never change.
@@ -73,6 +75,14 @@ func WithFailpoint(f func(step string)) Option {
 // replica makes it; a shorter grace risks removing one in progress.
 func WithPendingGrace(d time.Duration) Option {
 	return func(s *Service) { s.pendingGrace = d }
+}
+
+// WithSchedulerObserver sets a function called after each pass of
+// RunScheduled with whether this replica ran it (another may have held the
+// lock), its duration and its error; metrics use it. It must return
+// quickly.
+func WithSchedulerObserver(f func(ran bool, d time.Duration, err error)) Option {
+	return func(s *Service) { s.observeRun = f }
 }
 
 // WithEncryptionLimits sets the per-version encryption budget: at soft

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/sigil-kms/sigil/audit"
 	"github.com/sigil-kms/sigil/authn"
 	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
+	"github.com/sigil-kms/sigil/metrics"
 	"github.com/sigil-kms/sigil/policy"
 )
 
@@ -49,8 +51,9 @@ func (a *access) withIdentity(auth Authenticator, h http.Handler) http.Handler {
 		audited := new(atomic.Bool)
 		ctx = context.WithValue(ctx, auditedKey{}, audited)
 		sw := &statusWriter{ResponseWriter: w}
+		start := time.Now()
 		h.ServeHTTP(sw, r.WithContext(ctx))
-		if audited.Load() || a.audit == nil {
+		if audited.Load() {
 			return
 		}
 		rpc, _ := policy.RPCFromProcedure(r.URL.Path)
@@ -59,6 +62,10 @@ func (a *access) withIdentity(auth Authenticator, h http.Handler) http.Handler {
 			identity = ""
 		}
 		rec := audit.Record{RequestID: RequestID(ctx), Identity: identity, RPC: rpc, Peer: r.RemoteAddr, Outcome: sw.outcome()}
+		a.logRefused(ctx, rec, time.Since(start))
+		if a.audit == nil {
+			return
+		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 		defer cancel()
 		if err := a.audit.Append(actx, rec); err != nil {
@@ -66,6 +73,17 @@ func (a *access) withIdentity(auth Authenticator, h http.Handler) http.Handler {
 				slog.String("request_id", rec.RequestID), slog.String("cause", err.Error()))
 		}
 	})
+}
+
+// logRefused logs and counts a request that connect-go refused before the
+// interceptor ran.
+func (a *access) logRefused(ctx context.Context, rec audit.Record, d time.Duration) {
+	if a.metrics != nil {
+		a.metrics.Request(rec.RPC, rec.Outcome, d)
+	}
+	a.log.LogAttrs(ctx, slog.LevelInfo, "request", slog.String("request_id", rec.RequestID),
+		slog.String("identity", rec.Identity), slog.String("rpc", rec.RPC), slog.String("code", rec.Outcome),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("cause", "refused before the handler"))
 }
 
 // statusWriter remembers the HTTP status of a response.
@@ -126,12 +144,13 @@ func (w *statusWriter) outcome() string {
 // before the result goes back; if the record cannot be written, the caller
 // gets Unavailable and no result.
 type access struct {
-	log    *slog.Logger
-	policy func() *policy.Policy
-	audit  audit.Log
-	salt   []byte
-	now    func() time.Time
-	dev    bool
+	log     *slog.Logger
+	metrics *metrics.Metrics // nil: no metrics
+	policy  func() *policy.Policy
+	audit   audit.Log
+	salt    []byte
+	now     func() time.Time
+	dev     bool
 }
 
 var (
@@ -144,13 +163,16 @@ var (
 
 func (a *access) interceptor() connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		return func(ctx context.Context, req connect.AnyRequest) (res connect.AnyResponse, err error) {
+			start := time.Now()
 			if done, ok := ctx.Value(auditedKey{}).(*atomic.Bool); ok {
 				done.Store(true)
 			}
 			rpc, _ := policy.RPCFromProcedure(req.Spec().Procedure)
 			msg := req.Any()
 			rec := audit.Record{RequestID: RequestID(ctx), RPC: rpc, Key: nameOf(msg), Peer: req.Peer().Addr}
+			var cause error // why the request failed, for the log
+			defer func() { a.logRequest(ctx, rec, time.Since(start), err, cause) }()
 			identity, authErr := a.identity(ctx)
 			rec.Identity = identity
 			if aad := associatedDataOf(msg); len(aad) > 0 && a.salt != nil {
@@ -163,8 +185,7 @@ func (a *access) interceptor() connect.UnaryInterceptorFunc {
 				rec.Details["destination"] = dest
 			}
 
-			var res connect.AnyResponse
-			err := authErr
+			err = authErr
 			if err == nil {
 				err = a.authorize(identity, rpc, msg)
 			}
@@ -180,8 +201,7 @@ func (a *access) interceptor() connect.UnaryInterceptorFunc {
 				intent := rec
 				intent.Outcome = audit.OutcomeIntent
 				if aerr := a.audit.Append(actx, intent); aerr != nil {
-					a.log.LogAttrs(ctx, slog.LevelError, "audit record not written; request refused",
-						slog.String("request_id", rec.RequestID), slog.String("rpc", rpc), slog.String("cause", aerr.Error()))
+					cause = fmt.Errorf("audit record of the intent not written; request refused: %w", aerr)
 					return nil, errAuditDown
 				}
 			}
@@ -192,6 +212,7 @@ func (a *access) interceptor() connect.UnaryInterceptorFunc {
 				rec.Outcome = audit.OutcomeOK
 				rec.KeyVersion = versionOf(res)
 			} else {
+				cause = err
 				cerr, _ := toConnectError(err)
 				rec.Outcome = cerr.Code().String()
 			}
@@ -199,13 +220,46 @@ func (a *access) interceptor() connect.UnaryInterceptorFunc {
 				return res, err
 			}
 			if aerr := a.audit.Append(actx, rec); aerr != nil {
-				a.log.LogAttrs(ctx, slog.LevelError, "audit record not written; request failed",
-					slog.String("request_id", rec.RequestID), slog.String("rpc", rpc), slog.String("cause", aerr.Error()))
+				cause = errors.Join(cause, fmt.Errorf("audit record not written; request failed: %w", aerr))
 				return nil, errAuditDown
 			}
 			return res, err
 		}
 	}
+}
+
+// logRequest writes the request's one log line and its metrics: who called
+// which RPC on which key and version, the code, the duration and, for a
+// failure, its cause. Nothing the caller sent other than the key name is
+// logged. A failure that is the server's fault logs at level error.
+func (a *access) logRequest(ctx context.Context, rec audit.Record, d time.Duration, err, cause error) {
+	code, level := "ok", slog.LevelInfo
+	if err != nil {
+		cerr, serverFault := toConnectError(err)
+		code = cerr.Code().String()
+		if serverFault || errors.Is(err, errAuditDown) {
+			level = slog.LevelError
+		}
+	}
+	if a.metrics != nil {
+		a.metrics.Request(rec.RPC, code, d)
+	}
+	if !a.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", rec.RequestID),
+		slog.String("identity", rec.Identity),
+		slog.String("rpc", rec.RPC),
+		slog.String("key", rec.Key),
+		slog.Uint64("version", uint64(rec.KeyVersion)),
+		slog.String("code", code),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+	}
+	if cause != nil {
+		attrs = append(attrs, slog.String("cause", cause.Error()))
+	}
+	a.log.LogAttrs(ctx, level, "request", attrs...)
 }
 
 // identity returns the caller's identity name, or Unauthenticated.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"log/slog"
 	"net/http"
 	"time"
 
@@ -40,29 +39,19 @@ func withRequestID(h http.Handler) http.Handler {
 }
 
 // errorInterceptor bounds each call with a deadline (the caller's, or
-// timeout if it sets none or a longer one), maps core errors to Connect
-// errors in one place and logs the cause of every failure with the
-// request id.
-func errorInterceptor(log *slog.Logger, timeout time.Duration) connect.UnaryInterceptorFunc {
+// timeout if it sets none or a longer one) and maps core errors to Connect
+// errors in one place. The access interceptor, inside it, logs each
+// request with its failure's cause.
+func errorInterceptor(timeout time.Duration) connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			id := RequestID(ctx)
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			res, err := next(ctx, req)
 			if err == nil {
 				return res, nil
 			}
-			cerr, serverFault := toConnectError(err)
-			level := slog.LevelInfo
-			if serverFault {
-				level = slog.LevelError
-			}
-			log.LogAttrs(ctx, level, "request failed",
-				slog.String("request_id", id),
-				slog.String("rpc", req.Spec().Procedure),
-				slog.String("code", cerr.Code().String()),
-				slog.String("cause", err.Error()))
+			cerr, _ := toConnectError(err)
 			return nil, cerr
 		}
 	}

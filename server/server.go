@@ -15,11 +15,13 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
 
 	"github.com/sigil-kms/sigil/audit"
 	"github.com/sigil-kms/sigil/authn"
 	"github.com/sigil-kms/sigil/gen/sigil/v1/sigilv1connect"
 	"github.com/sigil-kms/sigil/kms"
+	"github.com/sigil-kms/sigil/metrics"
 	"github.com/sigil-kms/sigil/policy"
 )
 
@@ -29,7 +31,8 @@ const MaxRequestBytes = 1 << 20
 
 // Options configures the handler. The zero value is usable.
 type Options struct {
-	// Logger receives one line per failed request, with its cause.
+	// Logger receives one line per request (level info, or error for a
+	// failure that is the server's), with the cause of a failure.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
 	// ReadyTimeout bounds the HSM and database checks of /readyz.
@@ -55,6 +58,9 @@ type Options struct {
 	AuditSalt []byte
 	// Now is the clock of SignJWT claim checks. Defaults to time.Now.
 	Now func() time.Time
+	// Metrics, if set, counts and times every RPC, and is served at
+	// /metrics.
+	Metrics *metrics.Metrics
 }
 
 // Authenticator establishes who sent a request.
@@ -84,7 +90,7 @@ func New(svc *kms.Service, opts Options) http.Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	acc := &access{log: log, policy: opts.Policy, audit: opts.Audit, salt: opts.AuditSalt, now: opts.Now, dev: opts.Authenticator == nil}
+	acc := &access{log: log, metrics: opts.Metrics, policy: opts.Policy, audit: opts.Audit, salt: opts.AuditSalt, now: opts.Now, dev: opts.Authenticator == nil}
 	mux := http.NewServeMux()
 	path, h := sigilv1connect.NewKeyManagementServiceHandler(&handler{svc: svc},
 		connect.WithReadMaxBytes(MaxRequestBytes),
@@ -94,7 +100,7 @@ func New(svc *kms.Service, opts Options) http.Handler {
 		// bytes leaks them through the length (CRIME). Compressed
 		// requests are still accepted.
 		connect.WithCompressMinBytes(math.MaxInt32),
-		connect.WithInterceptors(errorInterceptor(log, opts.RequestTimeout), acc.interceptor()),
+		connect.WithInterceptors(errorInterceptor(opts.RequestTimeout), acc.interceptor()),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 			log.LogAttrs(ctx, slog.LevelError, "panic", slog.String("rpc", spec.Procedure), slog.Any("panic", p))
 			return connect.NewError(connect.CodeInternal, nil)
@@ -106,6 +112,15 @@ func New(svc *kms.Service, opts Options) http.Handler {
 	// gRPC health (grpc.health.v1), for load balancers and grpcurl: it
 	// reports whether the HSM and the database answer.
 	mux.Handle(grpchealth.NewHandler(readyChecker{svc: svc, timeout: opts.ReadyTimeout}))
+	// Server reflection, so that grpcurl and buf curl can list and call
+	// the API without its .proto files. It reveals only the schema, which
+	// is public.
+	reflector := grpcreflect.NewStaticReflector(sigilv1connect.KeyManagementServiceName, grpchealth.HealthV1ServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	if opts.Metrics != nil {
+		mux.Handle("GET /metrics", opts.Metrics.Handler())
+	}
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", readyz(svc.Ready, opts.ReadyTimeout, log))
 	mux.Handle("GET /.well-known/jwks.json", jwks(svc, log, false))

@@ -61,6 +61,10 @@ type Options struct {
 	// that stops answering fails the waiting Appends instead of holding
 	// them; DefaultWriteTimeout if 0 or less.
 	WriteTimeout time.Duration
+	// Observe, if set, is called by the writer after each transaction
+	// with its number of records, its duration and its error, for
+	// metrics. It must return quickly.
+	Observe func(records int, d time.Duration, err error)
 }
 
 // hooks let tests observe the writer. Both are nil outside tests.
@@ -77,6 +81,7 @@ type Log struct {
 	maxBatch     int
 	now          func() time.Time
 	writeTimeout time.Duration
+	observe      func(int, time.Duration, error)
 	hooks        hooks
 
 	mu     sync.Mutex
@@ -140,6 +145,7 @@ func open(ctx context.Context, url string, opts Options, h hooks) (*Log, error) 
 		maxBatch:     opts.MaxBatch,
 		now:          opts.Now,
 		writeTimeout: opts.WriteTimeout,
+		observe:      opts.Observe,
 		hooks:        h,
 		wake:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),

@@ -95,7 +95,11 @@ func (l *Log) take() ([]*pending, bool) {
 func (l *Log) flush(batch []*pending) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.writeTimeout)
 	defer cancel()
+	start := time.Now()
 	sealed, err := l.write(ctx, batch)
+	if l.observe != nil {
+		l.observe(len(batch), time.Since(start), err)
+	}
 	if err != nil {
 		err = l.unavailable(fmt.Sprintf("write %d records", len(batch)), err)
 		l.failedBatches.Add(1)

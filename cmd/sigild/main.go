@@ -25,6 +25,7 @@ import (
 	"github.com/sigil-kms/sigil/keystore/cache"
 	"github.com/sigil-kms/sigil/keystore/postgres"
 	"github.com/sigil-kms/sigil/kms"
+	"github.com/sigil-kms/sigil/metrics"
 	"github.com/sigil-kms/sigil/policy"
 	"github.com/sigil-kms/sigil/server"
 )
@@ -81,12 +82,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		p := sec.policy.Policy()
 		log.Info("policy loaded", "file", sec.policy.Path(), "digest", p.Digest(), "rules", p.Len())
 	}
+	mets := metrics.New()
 	db, err := postgres.Open(startCtx, cfg.databaseURL)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
 	// The audit log has its own tables and migrations in the same database.
-	auditDB, err := auditpg.Open(startCtx, cfg.databaseURL, auditpg.Options{})
+	auditDB, err := auditpg.Open(startCtx, cfg.databaseURL, auditpg.Options{Observe: mets.AuditBatch})
 	if err != nil {
 		db.Close()
 		return fmt.Errorf("open audit log: %w", err)
@@ -105,6 +107,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// through the database's notifications.
 	store := cache.New(ctx, db, cache.Options{Logger: log})
 	defer store.Close()
+	mets.WatchCache(func() metrics.CacheStats {
+		s := store.Stats()
+		return metrics.CacheStats{Hits: s.Hits, Misses: s.Misses, Bypasses: s.Bypasses, Invalidations: s.Invalidations}
+	})
 	pin, err := readPIN(cfg.hsmPINFile)
 	if err != nil {
 		return err
@@ -120,7 +126,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// The backend is closed only once no request can still be using it.
 	var inflight sync.WaitGroup
-	svc := kms.New(backend, store, kms.WithLogger(log), kms.WithPendingGrace(cfg.pendingGrace), kms.WithFailpoint(failpoint(getenv)))
+	svc := kms.New(mets.Backend(backend), store, kms.WithLogger(log), kms.WithPendingGrace(cfg.pendingGrace),
+		kms.WithFailpoint(failpoint(getenv)), kms.WithSchedulerObserver(mets.SchedulerRun))
 	if err := svc.Reconcile(startCtx); err != nil {
 		log.Error("reconciliation at start failed; the scheduler retries", "cause", err.Error())
 	}
@@ -134,7 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		stopScheduler()
 		<-schedDone
 	}()
-	opts := server.Options{Logger: log, Audit: auditLog, AuditSalt: sec.salt}
+	opts := server.Options{Logger: log, Audit: auditLog, AuditSalt: sec.salt, Metrics: mets}
 	if sec.auth != nil { // never a typed nil in the interface
 		opts.Authenticator = sec.auth
 	}

@@ -25,9 +25,9 @@ if ! pg_answers "$SIGIL_TEST_DATABASE_URL"; then
 	SIGIL_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:55432/postgres?sslmode=disable
 fi
 
-say "building buf and the protoc plugins"
+say "building buf, grpcurl and the protoc plugins"
 bin=$work/bin
-(cd tools && go build -o "$bin/buf" github.com/bufbuild/buf/cmd/buf)
+(cd tools && go build -o "$bin/" github.com/bufbuild/buf/cmd/buf github.com/fullstorydev/grpcurl/cmd/grpcurl)
 go build -o "$bin/" google.golang.org/protobuf/cmd/protoc-gen-go connectrpc.com/connect/cmd/protoc-gen-connect-go
 export PATH=$bin:$PATH
 
