@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/http"
 	"time"
 
@@ -53,6 +54,28 @@ func errorInterceptor(timeout time.Duration) connect.UnaryInterceptorFunc {
 			}
 			cerr, _ := toConnectError(err)
 			return nil, cerr
+		}
+	}
+}
+
+// errOverloaded is the answer to an RPC beyond the in-flight limit.
+var errOverloaded = connect.NewError(connect.CodeResourceExhausted, errors.New("too many requests in flight; retry later"))
+
+// limitInterceptor serves at most limit RPCs at once and refuses the rest
+// at once with ResourceExhausted, so that overload shows as fast refusals
+// instead of an unbounded queue in front of the HSM and the database. A
+// refused RPC is still audited, by the HTTP-level fallback.
+func limitInterceptor(limit int) connect.UnaryInterceptorFunc {
+	slots := make(chan struct{}, limit)
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			select {
+			case slots <- struct{}{}:
+			default:
+				return nil, errOverloaded
+			}
+			defer func() { <-slots }()
+			return next(ctx, req)
 		}
 	}
 }

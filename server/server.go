@@ -58,6 +58,10 @@ type Options struct {
 	AuditSalt []byte
 	// Now is the clock of SignJWT claim checks. Defaults to time.Now.
 	Now func() time.Time
+	// MaxInFlight is the most RPCs served at once; one more is refused at
+	// once with ResourceExhausted rather than queued. Defaults to
+	// DefaultMaxInFlight.
+	MaxInFlight int
 	// Metrics, if set, counts and times every RPC, and is served at
 	// /metrics.
 	Metrics *metrics.Metrics
@@ -69,6 +73,11 @@ type Authenticator interface {
 	// authn.ErrUnauthenticated.
 	Authenticate(r *http.Request) (authn.Identity, error)
 }
+
+// DefaultMaxInFlight is Options.MaxInFlight's default: enough for
+// hundreds of concurrent callers, few enough that the HSM's and the
+// database's queues stay bounded.
+const DefaultMaxInFlight = 1024
 
 // DevIdentity is the identity of every caller in development mode.
 const DevIdentity = "dev"
@@ -90,6 +99,9 @@ func New(svc *kms.Service, opts Options) http.Handler {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
 	acc := &access{log: log, metrics: opts.Metrics, policy: opts.Policy, audit: opts.Audit, salt: opts.AuditSalt, now: opts.Now, dev: opts.Authenticator == nil}
 	mux := http.NewServeMux()
 	path, h := sigilv1connect.NewKeyManagementServiceHandler(&handler{svc: svc},
@@ -100,7 +112,7 @@ func New(svc *kms.Service, opts Options) http.Handler {
 		// bytes leaks them through the length (CRIME). Compressed
 		// requests are still accepted.
 		connect.WithCompressMinBytes(math.MaxInt32),
-		connect.WithInterceptors(errorInterceptor(opts.RequestTimeout), acc.interceptor()),
+		connect.WithInterceptors(limitInterceptor(opts.MaxInFlight), errorInterceptor(opts.RequestTimeout), acc.interceptor()),
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 			log.LogAttrs(ctx, slog.LevelError, "panic", slog.String("rpc", spec.Procedure), slog.Any("panic", p))
 			return connect.NewError(connect.CodeInternal, nil)

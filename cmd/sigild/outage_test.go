@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	auditpg "github.com/sigil-kms/sigil/audit/postgres"
+	sigilv1 "github.com/sigil-kms/sigil/gen/sigil/v1"
+	"github.com/sigil-kms/sigil/keystore/postgres/postgrestest"
+	"github.com/sigil-kms/sigil/softhsm"
+)
+
+// TestDatabaseOutage cuts sigild's connections to Postgres and refuses new
+// ones, then restores them. While the database is gone every RPC fails
+// with Unavailable within the caller's deadline (a cached key may not
+// encrypt when its audit record cannot be written) and /readyz says not
+// ready; once it is back sigild serves again without a restart, and
+// nothing written before the outage is lost.
+func TestDatabaseOutage(t *testing.T) {
+	dbURL := postgrestest.NewDatabase(t)
+	proxy, proxied := postgrestest.NewProxy(t, dbURL)
+	p := startSigild(t, softhsm.NewToken(t), proxied)
+	c := p.client()
+	ctx := context.Background()
+	if _, err := c.CreateKey(ctx, &sigilv1.CreateKeyRequest{Name: "k", Algorithm: sigilv1.Algorithm_ALGORITHM_AES_256_GCM}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := c.Encrypt(ctx, &sigilv1.EncryptRequest{Name: "k", Plaintext: []byte("before the outage")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := func() int {
+		res, err := http.Get(p.url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+
+	proxy.Cut()
+	cut := time.Now()
+	calls := map[string]func(context.Context) error{
+		"Encrypt (cached key)": func(ctx context.Context) error {
+			_, err := c.Encrypt(ctx, &sigilv1.EncryptRequest{Name: "k", Plaintext: []byte("during")})
+			return err
+		},
+		"Decrypt (cached key)": func(ctx context.Context) error {
+			_, err := c.Decrypt(ctx, &sigilv1.DecryptRequest{Name: "k", Ciphertext: before.GetCiphertext()})
+			return err
+		},
+		"CreateKey": func(ctx context.Context) error {
+			_, err := c.CreateKey(ctx, &sigilv1.CreateKeyRequest{Name: "k2", Algorithm: sigilv1.Algorithm_ALGORITHM_AES_256_GCM})
+			return err
+		},
+		"ListKeys": func(ctx context.Context) error {
+			_, err := c.ListKeys(ctx, &sigilv1.ListKeysRequest{})
+			return err
+		},
+	}
+	for name, call := range calls {
+		callCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		start := time.Now()
+		err := call(callCtx)
+		cancel()
+		if connect.CodeOf(err) != connect.CodeUnavailable {
+			t.Errorf("%s during the outage: %v, want Unavailable", name, err)
+		}
+		t.Logf("%s during the outage: %v after %v", name, connect.CodeOf(err), time.Since(start).Round(time.Millisecond))
+	}
+	if code := ready(); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz during the outage = %d, want 503", code)
+	}
+	t.Logf("outage lasted %v", time.Since(cut).Round(time.Millisecond))
+
+	proxy.Restore()
+	restored := time.Now()
+	var after *sigilv1.EncryptResponse
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		after, err = c.Encrypt(callCtx, &sigilv1.EncryptRequest{Name: "k", Plaintext: []byte("after the outage")})
+		cancel()
+		if err == nil {
+			break
+		}
+		if connect.CodeOf(err) != connect.CodeUnavailable || time.Now().After(deadline) {
+			t.Fatalf("Encrypt after the database came back: %v", err)
+		}
+		p.waitOutput(time.Now().Add(50 * time.Millisecond))
+	}
+	t.Logf("service resumed %v after the database came back", time.Since(restored).Round(time.Millisecond))
+	if code := ready(); code != http.StatusOK {
+		t.Errorf("/readyz after the outage = %d, want 200", code)
+	}
+	for _, ct := range [][]byte{before.GetCiphertext(), after.GetCiphertext()} {
+		if _, err := c.Decrypt(ctx, &sigilv1.DecryptRequest{Name: "k", Ciphertext: ct}); err != nil {
+			t.Errorf("Decrypt after the outage: %v", err)
+		}
+	}
+	if _, err := c.CreateKey(ctx, &sigilv1.CreateKeyRequest{Name: "k2", Algorithm: sigilv1.Algorithm_ALGORITHM_AES_256_GCM}); err != nil {
+		t.Errorf("CreateKey after the outage: %v", err)
+	}
+	checked, bad, err := auditpg.VerifyDatabase(ctx, dbURL)
+	if err != nil || bad != 0 || checked == 0 {
+		t.Errorf("audit chain after the outage: %d checked, first bad %d, %v", checked, bad, err)
+	}
+}
