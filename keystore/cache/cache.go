@@ -15,6 +15,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,9 @@ type Store struct {
 	byName    map[string]keystore.Key
 	names     map[[16]byte]string // the name under which a key ID is cached
 	versions  map[[16]byte]map[uint32]keystore.Version
+	// publics holds ListPublicKeys results by key name ("" for every
+	// signing key); any invalidation drops them all.
+	publics map[string][]keystore.PublicKey
 
 	hits, misses, bypasses, invalidations atomic.Uint64
 
@@ -121,6 +125,7 @@ func newStore(ctx context.Context, s keystore.Store, opts Options, cfg config) *
 		byName:   make(map[string]keystore.Key),
 		names:    make(map[[16]byte]string),
 		versions: make(map[[16]byte]map[uint32]keystore.Version),
+		publics:  make(map[string][]keystore.PublicKey),
 	}
 	ctx, c.cancel = context.WithCancel(ctx)
 	c.wg.Add(2)
@@ -227,6 +232,38 @@ func (c *Store) GetVersion(ctx context.Context, keyID [16]byte, version uint32) 
 	return v, nil
 }
 
+// ListPublicKeys returns the public keys of the enabled versions of one
+// signing key, or of all, from the cache if they are there and the watcher
+// is connected. JWKS documents are built from it on every request.
+func (c *Store) ListPublicKeys(ctx context.Context, keyName string) ([]keystore.PublicKey, error) {
+	c.mu.RLock()
+	pubs, ok := c.publics[keyName]
+	connected := c.connected
+	start := c.gen
+	c.mu.RUnlock()
+	switch {
+	case ok && connected:
+		c.hits.Add(1)
+		return copyPublicKeys(pubs), nil
+	case connected:
+		c.misses.Add(1)
+	default:
+		c.bypasses.Add(1)
+	}
+	pubs, err := c.s.ListPublicKeys(ctx, keyName)
+	if err != nil || !connected {
+		return pubs, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Any invalidation since the load started may concern a key in the
+	// list: cache it only if there was none.
+	if c.connected && c.gen == start {
+		c.publics[keyName] = copyPublicKeys(pubs)
+	}
+	return pubs, nil
+}
+
 // fresh reports whether a value of key id loaded after the generation was
 // start may be cached: the watcher is still connected and neither the key
 // nor everything has been invalidated since. c.mu must be held.
@@ -250,6 +287,7 @@ func (c *Store) invalidate(id [16]byte) {
 		delete(c.names, id)
 	}
 	delete(c.versions, id)
+	clear(c.publics) // a list may hold any key
 	c.invalidations.Add(1)
 }
 
@@ -271,6 +309,7 @@ func (c *Store) dropAllLocked() {
 	clear(c.byName)
 	clear(c.names)
 	clear(c.versions)
+	clear(c.publics)
 	c.invalidations.Add(1)
 }
 
@@ -288,6 +327,15 @@ func (c *Store) setConnected(connected bool) {
 func copyKey(k keystore.Key) keystore.Key {
 	k.Labels = maps.Clone(k.Labels)
 	return k
+}
+
+// copyPublicKeys returns a copy of pubs with DERs of their own.
+func copyPublicKeys(pubs []keystore.PublicKey) []keystore.PublicKey {
+	out := slices.Clone(pubs)
+	for i := range out {
+		out[i].DER = bytes.Clone(out[i].DER)
+	}
+	return out
 }
 
 // copyVersion returns v with its own HSMID and PublicKey.

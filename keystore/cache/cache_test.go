@@ -449,3 +449,31 @@ func TestContextEndStopsWatcher(t *testing.T) {
 	getKey(t, &testStore{Store: c}, "a")
 	wantCalls(t, f, "GetKey", 2)
 }
+
+// TestPublicKeysCached checks that JWKS listings are served from memory
+// and dropped by a change to any key.
+func TestPublicKeysCached(t *testing.T) {
+	f := newFake()
+	seed(f)
+	c := newTestStore(t, f)
+	c.connected(t)
+	list := func(name string) {
+		t.Helper()
+		for range 2 {
+			if _, err := c.ListPublicKeys(t.Context(), name); err != nil {
+				t.Fatalf("ListPublicKeys(%q): %v", name, err)
+			}
+		}
+	}
+	list("")
+	list("a")
+	wantCalls(t, f, "ListPublicKeys", 2)
+	c.notify(t, idB) // b changed: the listing of every key must go
+	list("")
+	wantCalls(t, f, "ListPublicKeys", 3)
+	list("a") // dropped too: a per-key listing is not worth tracking apart
+	wantCalls(t, f, "ListPublicKeys", 4)
+	c.refreshNow(t)
+	list("a")
+	wantCalls(t, f, "ListPublicKeys", 5)
+}

@@ -251,9 +251,11 @@ func (f *fake) ListVersions(ctx context.Context, keyID [16]byte, after uint32, l
 	return nil, errFake
 }
 
+// ListPublicKeys returns a listing with one entry per matching key; the
+// cache tests count calls, not contents.
 func (f *fake) ListPublicKeys(ctx context.Context, keyName string) ([]keystore.PublicKey, error) {
 	f.enter("ListPublicKeys")
-	return nil, errFake
+	return []keystore.PublicKey{{KeyName: keyName, Version: 1, DER: []byte{0x30}}}, nil
 }
 
 func (f *fake) StagePrimary(ctx context.Context, keyID [16]byte, version uint32, promoteTime time.Time) (keystore.Key, error) {

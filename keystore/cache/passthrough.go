@@ -115,11 +115,6 @@ func (c *Store) ListVersions(ctx context.Context, keyID [16]byte, after uint32, 
 	return c.s.ListVersions(ctx, keyID, after, limit)
 }
 
-// ListPublicKeys passes through.
-func (c *Store) ListPublicKeys(ctx context.Context, keyName string) ([]keystore.PublicKey, error) {
-	return c.s.ListPublicKeys(ctx, keyName)
-}
-
 // ListVersionsByState passes through.
 func (c *Store) ListVersionsByState(ctx context.Context, state keystore.State, dueBy time.Time, limit int) ([]keystore.Version, error) {
 	return c.s.ListVersionsByState(ctx, state, dueBy, limit)

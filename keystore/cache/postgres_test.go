@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -87,4 +88,30 @@ func TestPostgresReplicas(t *testing.T) {
 		}
 		return v.State == keystore.StateDisabled
 	})
+
+	// A JWKS listing cached by B drops the version A disables.
+	sk, _, err := a.CreateKey(ctx, keystore.Key{Name: "signer", Purpose: keystore.PurposeSignVerify, Algorithm: keystore.ECP256SHA256}, bytes.Repeat([]byte{1}, 16))
+	if err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	if _, _, err := a.CommitVersion(ctx, sk.ID, 1, []byte{0x30, 0x00}, true); err != nil {
+		t.Fatalf("CommitVersion: %v", err)
+	}
+	listed := func() int {
+		pubs, err := cb.ListPublicKeys(ctx, "")
+		if err != nil {
+			t.Fatalf("ListPublicKeys through B: %v", err)
+		}
+		return len(pubs)
+	}
+	waitFor("cache B to list the signing key", func() bool {
+		before := cb.Stats().Hits
+		return listed() == 1 && listed() == 1 && cb.Stats().Hits > before
+	})
+	if _, err := a.SetVersionState(ctx, sk.ID, 1, keystore.Transition{
+		From: []keystore.State{keystore.StateEnabled}, To: keystore.StateDisabled,
+	}); err != nil {
+		t.Fatalf("SetVersionState through A: %v", err)
+	}
+	waitFor("cache B to drop the disabled signing version", func() bool { return listed() == 0 })
 }
