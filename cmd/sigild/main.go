@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,7 +43,10 @@ func main() {
 // Audit records go to stdout as JSON lines if --audit-stdout is set; logs go
 // to stderr.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := parseConfig(args, getenv, stderr)
+	cfg, err := loadConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -81,12 +85,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		p := sec.policy.Policy()
 		log.Info("policy loaded", "file", sec.policy.Path(), "digest", p.Digest(), "rules", p.Len())
 	}
-	db, err := postgres.Open(startCtx, cfg.databaseURL)
+	dbURL, err := cfg.dbURL()
+	if err != nil {
+		return err
+	}
+	db, err := postgres.Open(startCtx, dbURL)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
 	// The audit log has its own tables and migrations in the same database.
-	auditDB, err := auditpg.Open(startCtx, cfg.databaseURL, auditpg.Options{})
+	auditDB, err := auditpg.Open(startCtx, dbURL, auditpg.Options{})
 	if err != nil {
 		db.Close()
 		return fmt.Errorf("open audit log: %w", err)
