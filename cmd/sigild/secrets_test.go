@@ -1,14 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/sigil-kms/sigil/keystore/postgres/postgrestest"
+	"github.com/sigil-kms/sigil/softhsm"
 )
 
 // secretContent is what the test secret files hold; no error may show it.
@@ -142,5 +148,99 @@ func TestSecretFilesAtStart(t *testing.T) {
 	}
 	if u, err := c.dbURL(); err != nil || u != strings.TrimSpace(secretContent) {
 		t.Fatalf("dbURL = %q, %v", u, err)
+	}
+}
+
+// TestRefusesExposedSecrets starts sigild from a config file, then shows
+// that the same configuration is refused, with a message and a non-zero
+// exit, when the PIN file or the database URL file is readable by others or
+// missing; and that the refusal comes before sigild opens the HSM or the
+// database.
+func TestRefusesExposedSecrets(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	db := postgrestest.NewDatabase(t)
+	dir := t.TempDir()
+	pinBytes, err := os.ReadFile(tok.PINFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(dir, "pin")
+	urlFile := filepath.Join(dir, "database-url")
+	for p, b := range map[string][]byte{pin: pinBytes, urlFile: []byte(db + "\n")} {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := writeConfig(t, "dev: true\nlisten: 127.0.0.1:0\nhsm-module: "+tok.Module+"\nhsm-token-label: "+tok.Label+
+		"\nhsm-pin-file: "+pin+"\ndatabase-url-file: "+urlFile+"\n")
+
+	// Private files: sigild starts.
+	p := launch(t, tok, []string{"--config", cfg}, nil, nil)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.wait(); err != nil {
+		t.Fatalf("sigild exit after SIGTERM: %v\n%s", err, p.output())
+	}
+
+	refused := func(t *testing.T, want string) {
+		t.Helper()
+		// A sigild that starts instead is killed after a minute, so that
+		// the test fails instead of hanging.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, os.Args[0], "--config", cfg)
+		cmd.Env = append(os.Environ(), childEnv+"=1", "SOFTHSM2_CONF="+tok.Conf)
+		out, err := cmd.CombinedOutput()
+		if ctx.Err() != nil {
+			t.Fatalf("sigild did not exit within a minute; output:\n%s", out)
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("sigild exit %v, want status 1; output:\n%s", err, out)
+		}
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("output does not mention %q:\n%s", want, out)
+		}
+		// Nothing was opened: no log line, and no error from the HSM or the
+		// database.
+		for _, not := range []string{"listening", `"msg"`, "open HSM", "open database"} {
+			if strings.Contains(string(out), not) {
+				t.Fatalf("output mentions %q:\n%s", not, out)
+			}
+		}
+		if strings.Contains(string(out), strings.TrimSpace(string(pinBytes))) || strings.Contains(string(out), db) {
+			t.Fatal("output shows the PIN or the database URL")
+		}
+	}
+	chmod := func(path string, mode os.FileMode) {
+		t.Helper()
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("world-readable PIN file", func(t *testing.T) {
+		chmod(pin, 0o644)
+		defer chmod(pin, 0o600)
+		refused(t, "sigild: --hsm-pin-file "+pin+": mode 0644 lets group/other read the HSM PIN file; chmod 600 (or 400)")
+	})
+	t.Run("group-readable database URL file", func(t *testing.T) {
+		chmod(urlFile, 0o640)
+		defer chmod(urlFile, 0o600)
+		refused(t, "--database-url-file "+urlFile+": mode 0640 lets group/other read the database URL file; chmod 600 (or 400)")
+	})
+	t.Run("missing PIN file", func(t *testing.T) {
+		if err := os.Rename(pin, pin+".away"); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Rename(pin+".away", pin)
+		refused(t, "--hsm-pin-file "+pin+": cannot read the HSM PIN file: no such file or directory")
+	})
+	if os.Geteuid() != 0 {
+		t.Run("unreadable PIN file", func(t *testing.T) {
+			chmod(pin, 0o000)
+			defer chmod(pin, 0o600)
+			refused(t, "--hsm-pin-file "+pin+": cannot read the HSM PIN file: permission denied")
+		})
 	}
 }
