@@ -194,6 +194,14 @@ pending-grace: 5m
 	if err != nil || c != want {
 		t.Fatalf("config = %+v, %v\nwant %+v", c, err, want)
 	}
+	// The sample production config parses, and names every secret file.
+	c, err = parseConfig([]string{"--config", "../../deploy/examples/sigild.yaml"}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.databaseURLFile == "" || c.hsmPINFile == "" || c.tlsKey == "" || c.auditSaltFile == "" || c.authConfig == "" || c.dev {
+		t.Fatalf("sample config = %+v", c)
+	}
 }
 
 func TestDatabaseURL(t *testing.T) {
