@@ -94,27 +94,12 @@ func loadSecurity(ctx context.Context, c config) (*security, error) {
 const minSaltBytes = 16
 
 // readSalt reads the audit salt file, dropping a trailing newline. The file
-// must not be open to the group or to others: whoever has the salt can test
-// guesses of associated data against the audit log's HMACs.
+// must be private (see openSecret): whoever has the salt can test guesses
+// of associated data against the audit log's HMACs.
 func readSalt(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	b, err := readSecret("audit-salt-file", path)
 	if err != nil {
-		return nil, fmt.Errorf("--audit-salt-file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("--audit-salt-file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("--audit-salt-file: %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("--audit-salt-file: %s has mode %#o and is open to the group or to others; make it private (chmod 600)", path, perm)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 1<<16))
-	if err != nil {
-		return nil, fmt.Errorf("--audit-salt-file: %w", err)
+		return nil, err
 	}
 	b = bytes.TrimRight(b, "\r\n")
 	if len(b) < minSaltBytes {
@@ -190,11 +175,13 @@ const maxLeeway = 5 * time.Minute
 var tokenName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // readAuthConfig reads and checks the authentication config at path. Unknown
-// fields are refused, and every error names the file and the field.
+// fields are refused, and every error names the file and the field. The
+// file must be private (see openSecret), as the token hashes are unsalted:
+// a weak token could be found from its hash.
 func readAuthConfig(path string) (*authFile, error) {
-	b, err := os.ReadFile(path)
+	b, err := readSecret("auth-config", path)
 	if err != nil {
-		return nil, fmt.Errorf("--auth-config: %w", err)
+		return nil, err
 	}
 	af, err := parseAuthConfig(b)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -139,7 +140,7 @@ func TestAuditSaltFile(t *testing.T) {
 		path string
 		want string
 	}{
-		{"world readable", write("world", secret, 0o644), "open to the group or to others"},
+		{"world readable", write("world", secret, 0o644), "mode 0644 lets group/other read the audit salt file"},
 		{"group readable", write("group", secret, 0o640), "chmod 600"},
 		{"short", write("short", []byte("0123456789\n"), 0o600), "at least 16"},
 		{"missing", filepath.Join(dir, "none"), "no such file"},
@@ -164,7 +165,7 @@ func TestAuditSaltFile(t *testing.T) {
 	// anything.
 	c := config{policyFile: "../../deploy/examples/policy.yaml", authConfig: "../../deploy/examples/auth.yaml",
 		auditSaltFile: write("world", secret, 0o644)}
-	if _, err := loadSecurity(context.Background(), c); err == nil || !strings.Contains(err.Error(), "open to the group or to others") {
+	if _, err := loadSecurity(context.Background(), c); !errors.Is(err, errSecretExposed) {
 		t.Fatalf("loadSecurity with a world-readable salt: %v", err)
 	}
 }
@@ -217,21 +218,30 @@ func TestAuthConfig(t *testing.T) {
 // deploy/examples as sigild would (except the JWKS file, which is a path on
 // a real deployment).
 func TestSamples(t *testing.T) {
-	af, err := readAuthConfig("../../deploy/examples/auth.yaml")
+	// The authentication config must be private (see TestSecretFiles): a
+	// private copy of the sample is read.
+	dir := t.TempDir()
+	b, err := os.ReadFile("../../deploy/examples/auth.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	private := filepath.Join(dir, "auth-sample.yaml")
+	if err := os.WriteFile(private, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	af, err := readAuthConfig(private)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(af.Tokens) == 0 || len(af.Issuers) == 0 {
 		t.Fatalf("the sample configures %d tokens and %d issuers", len(af.Tokens), len(af.Issuers))
 	}
-	dir := t.TempDir()
 	salt := filepath.Join(dir, "salt")
 	if err := os.WriteFile(salt, bytes.Repeat([]byte{7}, 32), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// Without the issuers, whose JWKS file does not exist here.
 	tokensOnly := filepath.Join(dir, "auth.yaml")
-	b, _ := os.ReadFile("../../deploy/examples/auth.yaml")
 	head, _, _ := strings.Cut(string(b), "\nissuers:")
 	if err := os.WriteFile(tokensOnly, []byte(head+"\n"), 0o600); err != nil {
 		t.Fatal(err)

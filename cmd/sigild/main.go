@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -43,7 +44,10 @@ func main() {
 // Audit records go to stdout as JSON lines if --audit-stdout is set; logs go
 // to stderr.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := parseConfig(args, getenv, stderr)
+	cfg, err := loadConfig(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -82,13 +86,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		p := sec.policy.Policy()
 		log.Info("policy loaded", "file", sec.policy.Path(), "digest", p.Digest(), "rules", p.Len())
 	}
+	dbURL, err := cfg.dbURL()
+	if err != nil {
+		return err
+	}
 	mets := metrics.New()
-	db, err := postgres.Open(startCtx, cfg.databaseURL)
+	db, err := postgres.Open(startCtx, dbURL)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
 	// The audit log has its own tables and migrations in the same database.
-	auditDB, err := auditpg.Open(startCtx, cfg.databaseURL, auditpg.Options{Observe: mets.AuditBatch})
+	auditDB, err := auditpg.Open(startCtx, dbURL, auditpg.Options{Observe: mets.AuditBatch})
 	if err != nil {
 		db.Close()
 		return fmt.Errorf("open audit log: %w", err)
@@ -141,7 +149,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		stopScheduler()
 		<-schedDone
 	}()
-	opts := server.Options{Logger: log, Audit: auditLog, AuditSalt: sec.salt, Metrics: mets}
+	opts := server.Options{Logger: log, Audit: auditLog, AuditSalt: sec.salt, Metrics: mets, MaxInFlight: cfg.maxInFlight}
 	if sec.auth != nil { // never a typed nil in the interface
 		opts.Authenticator = sec.auth
 	}

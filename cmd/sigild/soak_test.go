@@ -192,3 +192,57 @@ func TestSoak(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrencyLimit runs 256 concurrent Encrypts twice: under the
+// default in-flight limit all succeed; under --max-inflight 16 the excess
+// is refused with ResourceExhausted and nothing fails any other way.
+func TestConcurrencyLimit(t *testing.T) {
+	tok := softhsm.NewToken(t)
+	for _, limit := range []string{"", "16"} {
+		t.Run("max-inflight="+limit, func(t *testing.T) {
+			var extra []string
+			if limit != "" {
+				extra = []string{"--max-inflight", limit}
+			}
+			p := startSigild(t, tok, postgrestest.NewDatabase(t), extra...)
+			ctx := context.Background()
+			if _, err := p.client().CreateKey(ctx, &sigilv1.CreateKeyRequest{Name: "k", Algorithm: sigilv1.Algorithm_ALGORITHM_AES_256_GCM}); err != nil {
+				t.Fatal(err)
+			}
+			var p2 http.Protocols
+			p2.SetUnencryptedHTTP2(true)
+			c := sigilv1connect.NewKeyManagementServiceClient(&http.Client{Transport: &http.Transport{Protocols: &p2}}, p.url)
+			const ok = connect.Code(0) // no error; CodeOf(nil) is Unknown
+			codes := make(chan connect.Code, 256)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 256 {
+				wg.Go(func() {
+					<-start
+					_, err := c.Encrypt(ctx, &sigilv1.EncryptRequest{Name: "k", Plaintext: make([]byte, 1024)})
+					if err == nil {
+						codes <- ok
+						return
+					}
+					codes <- connect.CodeOf(err)
+				})
+			}
+			close(start)
+			wg.Wait()
+			close(codes)
+			count := map[connect.Code]int{}
+			for code := range codes {
+				count[code]++
+			}
+			t.Logf("256 concurrent Encrypts: %d succeeded, %d resource_exhausted, %d other", count[ok], count[connect.CodeResourceExhausted], 256-count[ok]-count[connect.CodeResourceExhausted])
+			if limit != "" && count[connect.CodeResourceExhausted] == 0 {
+				t.Log("no Encrypt was refused: the calls did not overlap enough to reach the limit")
+			}
+			for code, n := range count {
+				if code != ok && (limit == "" || code != connect.CodeResourceExhausted) {
+					t.Errorf("%d Encrypts failed with %v", n, code)
+				}
+			}
+		})
+	}
+}

@@ -54,8 +54,11 @@ Sigil (development mode, no authentication)
   reset      rm -rf .dev   (deletes the token and every key in it)
 
 MSG
-# The database URL goes through the environment, not argv, so that a
-# password in it does not show in the process list.
-export SIGIL_DATABASE_URL=$db_url
+# sigild takes a URL with a password only from a private file, so the URL
+# goes through one under .dev/ rather than argv or the environment.
+unset SIGIL_DATABASE_URL
+(umask 077 && printf '%s\n' "$db_url" >"$dev/database-url")
+chmod 600 "$dev/database-url"
+export SIGIL_DATABASE_URL_FILE=$dev/database-url
 exec bin/sigild --dev --listen "$listen" \
 	--hsm-module "$SIGIL_HSM_MODULE" --hsm-token-label sigil-dev --hsm-pin-file "$dev/softhsm/pin"
