@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sigil-kms/sigil/server"
 )
 
 func TestLoopback(t *testing.T) {
@@ -35,7 +37,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{listen: "127.0.0.1:9999", databaseURL: "postgres://db/x", hsmModule: "/lib/p11.so", hsmTokenLabel: "tok",
-		hsmPINFile: "/run/pin", hsmSessions: 8, dev: true, logLevel: "debug", schedule: 30 * time.Second, pendingGrace: 10 * time.Minute,
+		hsmPINFile: "/run/pin", hsmSessions: 8, maxInFlight: server.DefaultMaxInFlight, dev: true, logLevel: "debug", schedule: 30 * time.Second, pendingGrace: 10 * time.Minute,
 		auditSaltFile: "/run/salt", auditStdout: true}
 	if c != want {
 		t.Fatalf("config = %+v\nwant %+v", c, want)

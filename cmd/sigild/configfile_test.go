@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sigil-kms/sigil/server"
 )
 
 // writeConfig writes a config file and returns its path.
@@ -189,7 +191,7 @@ pending-grace: 5m
 `)
 	c, err := parseConfig([]string{"--config", path}, envOf(nil), io.Discard)
 	want := config{configFile: path, listen: "127.0.0.1:9000", databaseURLFile: "/run/secrets/sigil/database-url", hsmModule: "/lib/p11.so",
-		hsmTokenLabel: "0123", hsmPINFile: "/run/secrets/sigil/pin", hsmSessions: 16, dev: true, logLevel: "debug",
+		hsmTokenLabel: "0123", hsmPINFile: "/run/secrets/sigil/pin", hsmSessions: 16, maxInFlight: server.DefaultMaxInFlight, dev: true, logLevel: "debug",
 		schedule: time.Minute, pendingGrace: 5 * time.Minute}
 	if err != nil || c != want {
 		t.Fatalf("config = %+v, %v\nwant %+v", c, err, want)
