@@ -67,6 +67,13 @@ func staleHandle(err error) bool {
 	return isRV(err, p11.CKR_OBJECT_HANDLE_INVALID) || isRV(err, p11.CKR_KEY_HANDLE_INVALID)
 }
 
+// ctxError wraps the error of a context that ended before the module was
+// called: the call could not be served in time, which hsm.Backend reports
+// as unavailability.
+func ctxError(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", hsm.ErrUnavailable, what, err)
+}
+
 // errPanic marks a module call that panicked.
 var errPanic = errors.New("panic in PKCS#11 call")
 

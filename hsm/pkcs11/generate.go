@@ -38,7 +38,7 @@ func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) (crypto.Pub
 			return fmt.Errorf("%w: id %x", hsm.ErrExists, spec.ID)
 		}
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("hsm: %w", err)
+			return ctxError("before generating", err)
 		}
 		if spec.Type == hsm.AES256 {
 			k, err = b.generateAES(s, spec)

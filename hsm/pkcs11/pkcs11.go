@@ -103,7 +103,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("hsm: %w", err)
+		return nil, ctxError("opening", err)
 	}
 	mod, err := acquireModule(cfg.Module)
 	if err != nil {

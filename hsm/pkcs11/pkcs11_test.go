@@ -212,8 +212,8 @@ func TestPoolWaitHonoursContext(t *testing.T) {
 		start := time.Now()
 		_, err := b.Seal(ctx, key, hsmtest.NewNonce(t), []byte("x"), nil)
 		cancel()
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Seal with the pool exhausted: %v, want DeadlineExceeded", err)
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, hsm.ErrUnavailable) {
+			t.Errorf("Seal with the pool exhausted: %v, want DeadlineExceeded and ErrUnavailable", err)
 		}
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("Seal returned after %v", d)

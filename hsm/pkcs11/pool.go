@@ -30,12 +30,12 @@ func newPool(ctx *p11.Ctx, slot uint, size int) *pool {
 // caller must hand it back with put.
 func (p *pool) get(ctx context.Context) (p11.SessionHandle, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("hsm: waiting for a session: %w", err)
+		return 0, ctxError("waiting for a session", err)
 	}
 	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():
-		return 0, fmt.Errorf("hsm: waiting for a session: %w", ctx.Err())
+		return 0, ctxError("waiting for a session", ctx.Err())
 	}
 	p.mu.Lock()
 	if n := len(p.idle); n > 0 {
@@ -89,7 +89,7 @@ func (b *Backend) do(ctx context.Context, fn func(s p11.SessionHandle) error) er
 		}
 		if err := ctx.Err(); err != nil {
 			b.pool.put(s, true)
-			return fmt.Errorf("hsm: %w", err)
+			return ctxError("before the call", err)
 		}
 		err = safeCall(func() error { return fn(s) })
 		switch {
