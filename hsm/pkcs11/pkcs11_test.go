@@ -201,7 +201,7 @@ func TestPoolWaitHonoursContext(t *testing.T) {
 	held := true
 	release := func() {
 		if held {
-			b.pool.put(s, true)
+			b.pool.put(s)
 			held = false
 		}
 	}
