@@ -3,6 +3,7 @@ package pkcs11
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	p11 "github.com/miekg/pkcs11"
@@ -198,7 +199,12 @@ func (b *Backend) withKey(ctx context.Context, id []byte, fn func(s p11.SessionH
 			return err
 		}
 		b.handles.CompareAndDelete(string(id), k)
-		if retried {
+		switch {
+		case retried && errors.Is(err, errOldGeneration):
+			// The module was reset again between the search and the
+			// call: that says nothing about the key.
+			return fmt.Errorf("%w: %v", hsm.ErrUnavailable, err)
+		case retried:
 			return fmt.Errorf("%w: %v", hsm.ErrNotFound, err)
 		}
 	}
