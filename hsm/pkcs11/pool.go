@@ -22,10 +22,10 @@ type pool struct {
 	ctx     *p11.Ctx
 	slots   chan struct{} // one element per session in use or being checked
 	waiting atomic.Int64  // goroutines blocked waiting for an element of slots
+	gen     atomic.Uint64 // the module generation that slot and the sessions belong to
 
 	mu    sync.Mutex
 	slot  uint   // the token's slot
-	gen   uint64 // the module generation that slot and the sessions belong to
 	epoch uint64 // incremented whenever a session is found dead
 	idle  []idleSession
 }
@@ -53,7 +53,9 @@ type Stats struct {
 }
 
 func newPool(ctx *p11.Ctx, slot uint, gen uint64, size int) *pool {
-	return &pool{ctx: ctx, slots: make(chan struct{}, size), slot: slot, gen: gen}
+	p := &pool{ctx: ctx, slots: make(chan struct{}, size), slot: slot}
+	p.gen.Store(gen)
+	return p
 }
 
 // stats returns a snapshot of the pool. The fields are read one after the
@@ -207,11 +209,7 @@ func (p *pool) sweep() {
 
 // generation returns the module generation the pool's slot and sessions
 // belong to.
-func (p *pool) generation() uint64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.gen
-}
+func (p *pool) generation() uint64 { return p.gen.Load() }
 
 // currentSlot returns the token's slot.
 func (p *pool) currentSlot() uint {
@@ -227,7 +225,8 @@ func (p *pool) currentSlot() uint {
 func (p *pool) rebind(slot uint, gen uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.slot, p.gen, p.idle = slot, gen, nil
+	p.slot, p.idle = slot, nil
+	p.gen.Store(gen) // after slot: whoever sees gen sees slot
 }
 
 // close closes every idle session. Only this pool's sessions are closed:
