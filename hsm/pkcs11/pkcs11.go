@@ -6,6 +6,14 @@
 // initialised once per process and finalised only when the last Backend that
 // initialised it closes; login state belongs to the process and token, so a
 // Backend never logs out (that would log out the others).
+//
+// A Backend heals itself without being reopened (see Backend). The one
+// remedy that reaches beyond it is the module reset, C_Finalize and
+// C_Initialize, for a token that is gone: it ends the sessions and logins of
+// every Backend on the module, which each recover on their next call. It
+// runs only while no call is in flight. Nothing else in the process may
+// finalise the module: handles cached from before would silently name other
+// objects.
 package pkcs11
 
 import (
