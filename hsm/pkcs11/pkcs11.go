@@ -97,6 +97,12 @@ func (c Config) validate() error {
 // once it is back (see do). While it cannot serve a call it returns
 // hsm.ErrUnavailable, never a wrong answer such as hsm.ErrNotFound for a
 // key it cannot see.
+//
+// The context bounds every wait: for a session from the pool and for
+// another GenerateKey. A PKCS#11 call already running cannot be
+// interrupted; a call stuck in the module holds its session until it
+// returns, and callers behind it get hsm.ErrUnavailable (wrapping their
+// context's error) when their deadline comes.
 type Backend struct {
 	mod   *module
 	label string
