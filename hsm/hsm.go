@@ -113,10 +113,15 @@ type KeySpec struct {
 
 // Backend is a hardware security module that holds Sigil's keys.
 //
-// All methods honour ctx while waiting for a session and then return an
-// error wrapping ctx.Err(); a call already running inside the module cannot
-// be interrupted. Every method returns ErrInvalid for an identifier that is
-// not IDSize bytes long.
+// All methods honour ctx while waiting for a session: when ctx ends first
+// they return an error wrapping both ErrUnavailable and ctx.Err(), so that a
+// caller may test for either. A call already running inside the module
+// cannot be interrupted and delays the return by as long as it takes. Every
+// method returns ErrInvalid for an identifier that is not IDSize bytes long.
+//
+// An ErrUnavailable error never hides another answer: an implementation that
+// cannot tell whether a key exists (the token is gone, or logged out) returns
+// ErrUnavailable, never ErrNotFound.
 type Backend interface {
 	// GenerateKey creates a persistent, sensitive, non-extractable key of the
 	// given type inside the module. For a key pair only the private key is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/sigil-kms/sigil/hsm"
 )
@@ -137,4 +138,118 @@ func TestFaultyConcurrent(t *testing.T) {
 	if got := f.Calls(MethodPing); got != 100 {
 		t.Errorf("Calls(Ping) = %d, want 100", got)
 	}
+}
+
+func TestFaultyErrors(t *testing.T) {
+	for _, err := range []error{ErrDevice, ErrSessionInvalid, ErrNotLoggedIn} {
+		if !errors.Is(err, hsm.ErrUnavailable) {
+			t.Errorf("%v does not wrap ErrUnavailable", err)
+		}
+		for _, other := range []error{hsm.ErrNotFound, hsm.ErrInvalid, hsm.ErrDecrypt, hsm.ErrExists} {
+			if errors.Is(err, other) {
+				t.Errorf("%v wraps %v", err, other)
+			}
+		}
+	}
+}
+
+func TestFaultyFailNext(t *testing.T) {
+	ctx := t.Context()
+	f := NewFaulty(NewMemory())
+	id := NewKey(t, f)
+	f.FailNext(2, ErrSessionInvalid, MethodSeal)
+	if err := f.Ping(ctx); err != nil {
+		t.Errorf("Ping while only Seal fails: %v", err)
+	}
+	for i := range 2 {
+		if _, err := f.Seal(ctx, id, NewNonce(t), []byte("x"), nil); !errors.Is(err, ErrSessionInvalid) {
+			t.Errorf("Seal %d: %v, want ErrSessionInvalid", i, err)
+		}
+	}
+	if _, err := f.Seal(ctx, id, NewNonce(t), []byte("x"), nil); err != nil {
+		t.Errorf("third Seal: %v", err)
+	}
+
+	f.FailNext(1, ErrNotLoggedIn)
+	if err := f.Ping(ctx); !errors.Is(err, ErrNotLoggedIn) {
+		t.Errorf("Ping: %v, want ErrNotLoggedIn", err)
+	}
+	if ok, err := f.Exists(ctx, id); !ok || err != nil {
+		t.Errorf("Exists after the one failure: %v, %v", ok, err)
+	}
+
+	f.FailNext(5, ErrDevice)
+	f.Recover()
+	if err := f.Ping(ctx); err != nil {
+		t.Errorf("Ping after Recover: %v", err)
+	}
+}
+
+func TestFaultyDelay(t *testing.T) {
+	f := NewFaulty(NewMemory())
+	id := NewKey(t, f)
+	// A delay far beyond the test timeout: only the context can end it.
+	f.Delay(time.Hour, MethodDestroy, MethodPing)
+	if _, err := f.Random(t.Context(), 8); err != nil {
+		t.Errorf("Random while only Destroy and Ping are slow: %v", err)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+	defer cancel()
+	err := f.Destroy(ctx, id)
+	if !errors.Is(err, hsm.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("slow Destroy past its deadline: %v, want ErrUnavailable and DeadlineExceeded", err)
+	}
+	if ok, err := f.Exists(t.Context(), id); !ok || err != nil {
+		t.Errorf("Destroy that timed out reached the Backend: Exists = %v, %v", ok, err)
+	}
+	err = f.Ping(canceled(t))
+	if !errors.Is(err, hsm.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Errorf("slow Ping with a cancelled context: %v", err)
+	}
+	if n := f.Calls(MethodDestroy); n != 1 {
+		t.Errorf("Calls(Destroy) = %d, want 1", n)
+	}
+
+	// A short delay passes, then the call goes on; a failure comes after it.
+	f.Delay(time.Millisecond)
+	if err := f.Ping(t.Context()); err != nil {
+		t.Errorf("Ping with a short delay: %v", err)
+	}
+	f.Fail(ErrDevice, MethodPing)
+	if err := f.Ping(t.Context()); !errors.Is(err, ErrDevice) {
+		t.Errorf("slow failing Ping: %v, want ErrDevice", err)
+	}
+	f.Recover()
+	f.Delay(time.Hour)
+	f.Delay(0)
+	if err := f.Destroy(t.Context(), id); err != nil {
+		t.Errorf("Destroy after Delay(0): %v", err)
+	}
+}
+
+func TestFaultyDelayConcurrent(t *testing.T) {
+	f := NewFaulty(NewMemory())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 100 {
+			f.Delay(time.Hour)
+			f.FailNext(3, ErrDevice)
+			f.Recover()
+		}
+	}()
+	ctx := canceled(t)
+	for range 100 {
+		if err := f.Ping(ctx); err != nil && !errors.Is(err, hsm.ErrUnavailable) {
+			t.Errorf("Ping: %v", err)
+		}
+	}
+	<-done
+}
+
+func canceled(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	return ctx
 }

@@ -39,7 +39,7 @@ func NewMemory() *Memory { return &Memory{} }
 // check validates what every method shares: the context and the identifier.
 func check(ctx context.Context, id []byte) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("hsm: %w", err)
+		return fmt.Errorf("%w: %w", hsm.ErrUnavailable, err)
 	}
 	if len(id) != hsm.IDSize {
 		return fmt.Errorf("%w: key id is %d bytes, want %d", hsm.ErrInvalid, len(id), hsm.IDSize)
@@ -189,7 +189,7 @@ const maxRandom = 1024
 // Random returns n bytes from crypto/rand.
 func (m *Memory) Random(ctx context.Context, n int) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("hsm: %w", err)
+		return nil, fmt.Errorf("%w: %w", hsm.ErrUnavailable, err)
 	}
 	if n < 1 || n > maxRandom {
 		return nil, fmt.Errorf("%w: %d random bytes requested, want 1..%d", hsm.ErrInvalid, n, maxRandom)
@@ -202,7 +202,7 @@ func (m *Memory) Random(ctx context.Context, n int) ([]byte, error) {
 // Ping returns nil unless ctx is done.
 func (m *Memory) Ping(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("hsm: %w", err)
+		return fmt.Errorf("%w: %w", hsm.ErrUnavailable, err)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	p11 "github.com/miekg/pkcs11"
 
@@ -28,43 +29,78 @@ func isRV(err error, rv uint) bool {
 	return errors.As(err, &e) && uint(e) == rv
 }
 
-// deadSession reports whether err means the session can no longer be used
-// and must be closed rather than returned to the pool.
-func deadSession(err error) bool {
+// rvIn reports whether err is, or wraps, one of the Cryptoki return values.
+func rvIn(err error, rvs ...uint) bool {
 	var e p11.Error
-	if !errors.As(err, &e) {
-		return errors.Is(err, errPanic)
-	}
-	switch uint(e) {
-	case p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED,
+	return errors.As(err, &e) && slices.Contains(rvs, uint(e))
+}
+
+// deadSession reports whether err means the session can no longer be used
+// and must leave the pool.
+func deadSession(err error) bool {
+	return errors.Is(err, errPanic) || rvIn(err,
+		p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED,
 		p11.CKR_DEVICE_REMOVED, p11.CKR_DEVICE_ERROR, p11.CKR_DEVICE_MEMORY,
 		p11.CKR_TOKEN_NOT_PRESENT, p11.CKR_TOKEN_NOT_RECOGNIZED,
 		p11.CKR_CRYPTOKI_NOT_INITIALIZED, p11.CKR_OPERATION_ACTIVE,
-		p11.CKR_HOST_MEMORY:
-		return true
-	}
-	return false
+		p11.CKR_HOST_MEMORY)
 }
 
-// staleSession reports whether err means only this session is gone (the
-// token may have been reset), so the call is worth one retry on a fresh one.
-func staleSession(err error) bool {
-	return isRV(err, p11.CKR_SESSION_HANDLE_INVALID) || isRV(err, p11.CKR_SESSION_CLOSED) ||
-		isRV(err, p11.CKR_OPERATION_ACTIVE)
+// handleGone reports whether err means the module has already forgotten
+// the session, so its handle must not be closed: the module may have given
+// it to a new session since. Removing a token closes all its sessions, and
+// finalising the module closes all sessions.
+func handleGone(err error) bool {
+	return rvIn(err, p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_SESSION_CLOSED,
+		p11.CKR_DEVICE_REMOVED, p11.CKR_TOKEN_NOT_PRESENT, p11.CKR_CRYPTOKI_NOT_INITIALIZED)
+}
+
+// retryable reports whether err killed a session in a way that another
+// session may not share: everything deadSession reports but a panic (a bug,
+// which would only repeat) and a lack of memory.
+func retryable(err error) bool {
+	return deadSession(err) && !errors.Is(err, errPanic) &&
+		!rvIn(err, p11.CKR_HOST_MEMORY, p11.CKR_DEVICE_MEMORY)
+}
+
+// errTokenGone marks a token that no longer answers in its slot, or a slot
+// that no longer holds it.
+var errTokenGone = errors.New("token gone")
+
+// tokenGone reports whether err means the token or the module is unusable
+// as it stands, so that only a module reset may bring the token back. A
+// device error counts once a retry on a fresh session has failed too.
+func tokenGone(err error) bool {
+	return errors.Is(err, errTokenGone) || rvIn(err,
+		p11.CKR_DEVICE_ERROR, p11.CKR_DEVICE_REMOVED, p11.CKR_TOKEN_NOT_PRESENT,
+		p11.CKR_TOKEN_NOT_RECOGNIZED, p11.CKR_SLOT_ID_INVALID, p11.CKR_CRYPTOKI_NOT_INITIALIZED)
+}
+
+// refused reports whether err from a call proves that the module did
+// nothing: the session or the login was missing when it was called.
+func refused(err error) bool {
+	return rvIn(err, p11.CKR_SESSION_HANDLE_INVALID, p11.CKR_USER_NOT_LOGGED_IN,
+		p11.CKR_CRYPTOKI_NOT_INITIALIZED)
 }
 
 // unavailable reports whether err means the module, token or session could
 // not serve the call, as opposed to a problem with the request.
 func unavailable(err error) bool {
-	return deadSession(err) || isRV(err, p11.CKR_USER_NOT_LOGGED_IN) ||
-		isRV(err, p11.CKR_PIN_EXPIRED) || isRV(err, p11.CKR_PIN_LOCKED) ||
-		isRV(err, p11.CKR_SESSION_COUNT)
+	return deadSession(err) || tokenGone(err) || rvIn(err,
+		p11.CKR_USER_NOT_LOGGED_IN, p11.CKR_PIN_EXPIRED, p11.CKR_PIN_LOCKED, p11.CKR_SESSION_COUNT)
 }
 
 // staleHandle reports whether err means a cached object handle no longer
 // names an object.
 func staleHandle(err error) bool {
 	return isRV(err, p11.CKR_OBJECT_HANDLE_INVALID) || isRV(err, p11.CKR_KEY_HANDLE_INVALID)
+}
+
+// ctxError wraps the error of a context that ended before the module was
+// called: the call could not be served in time, which hsm.Backend reports
+// as unavailability.
+func ctxError(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", hsm.ErrUnavailable, what, err)
 }
 
 // errPanic marks a module call that panicked.

@@ -16,6 +16,12 @@ import (
 // generated as a session object, read, returned and destroyed.
 //
 // It returns hsm.ErrExists if a secret or private key with spec.ID exists.
+// It is retried after a failure only if the module cannot have made the key
+// (the failure came before the generation call, or the call was refused for
+// want of a session or login), so it never makes two. After any other
+// failure it returns hsm.ErrUnavailable and an object with spec.ID may or
+// may not exist: the caller must treat the identifier as used, and Destroy
+// removes what is left.
 func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) (crypto.PublicKey, error) {
 	if err := checkID(spec.ID); err != nil {
 		return nil, err
@@ -23,8 +29,14 @@ func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) (crypto.Pub
 	if spec.Type != hsm.AES256 && !spec.Type.Asymmetric() {
 		return nil, fmt.Errorf("%w: key type %v (%d)", hsm.ErrInvalid, spec.Type, int(spec.Type))
 	}
-	b.genMu.Lock()
-	defer b.genMu.Unlock()
+	// One GenerateKey at a time, so that two with the same identifier
+	// cannot both find it free; the wait honours ctx.
+	select {
+	case b.creating <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctxError("waiting for another GenerateKey", ctx.Err())
+	}
+	defer func() { <-b.creating }()
 	var (
 		k   key
 		pub crypto.PublicKey
@@ -38,13 +50,14 @@ func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) (crypto.Pub
 			return fmt.Errorf("%w: id %x", hsm.ErrExists, spec.ID)
 		}
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("hsm: %w", err)
+			return ctxError("before generating", err)
 		}
 		if spec.Type == hsm.AES256 {
 			k, err = b.generateAES(s, spec)
-			return err
+		} else {
+			k, pub, err = b.generatePair(s, spec)
 		}
-		k, pub, err = b.generatePair(s, spec)
+		k.gen = b.pool.generation()
 		return err
 	})
 	if err != nil {
@@ -78,7 +91,7 @@ func (b *Backend) generateAES(s p11.SessionHandle, spec hsm.KeySpec) (key, error
 	}
 	h, err := b.mod.ctx.GenerateKey(s, mech, tmpl)
 	if err != nil {
-		return key{}, fmt.Errorf("C_GenerateKey: %w", err)
+		return key{}, generationError(fmt.Errorf("C_GenerateKey: %w", err))
 	}
 	return key{h: h, class: p11.CKO_SECRET_KEY, typ: p11.CKK_AES}, nil
 }
@@ -121,7 +134,7 @@ func (b *Backend) generatePair(s p11.SessionHandle, spec hsm.KeySpec) (key, cryp
 	}
 	pubH, privH, err := b.mod.ctx.GenerateKeyPair(s, mech, pubTmpl, privTmpl)
 	if err != nil {
-		return key{}, nil, fmt.Errorf("C_GenerateKeyPair(%v): %w", spec.Type, err)
+		return key{}, nil, generationError(fmt.Errorf("C_GenerateKeyPair(%v): %w", spec.Type, err))
 	}
 	pub, err := a.readPublic(b.mod.ctx, s, pubH)
 	// Should destroying the session object fail, it lives on only until the
@@ -131,7 +144,18 @@ func (b *Backend) generatePair(s p11.SessionHandle, spec hsm.KeySpec) (key, cryp
 		if derr := b.mod.ctx.DestroyObject(s, privH); derr != nil {
 			err = fmt.Errorf("%w (and destroying the private key: %v)", err, derr)
 		}
-		return key{}, nil, fmt.Errorf("%w: public key of a new %v key: %w", hsm.ErrUnavailable, spec.Type, err)
+		// The private key is there if destroying it failed: never retry.
+		return key{}, nil, finalError{fmt.Errorf("%w: public key of a new %v key: %w", hsm.ErrUnavailable, spec.Type, err)}
 	}
 	return key{h: privH, class: p11.CKO_PRIVATE_KEY, typ: a.keyType, ecSize: a.ecSize}, pub, nil
+}
+
+// generationError marks the error of a generation call as final unless the
+// module refused the call outright, in which case no key was made and the
+// call may be retried.
+func generationError(err error) error {
+	if refused(err) {
+		return err
+	}
+	return finalError{err}
 }

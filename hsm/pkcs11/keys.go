@@ -3,6 +3,7 @@ package pkcs11
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	p11 "github.com/miekg/pkcs11"
@@ -14,9 +15,25 @@ import (
 // for the wrong kind of key is refused before the module is called.
 type key struct {
 	h      p11.ObjectHandle
-	class  uint // CKO_SECRET_KEY or CKO_PRIVATE_KEY
-	typ    uint // CKA_KEY_TYPE
-	ecSize int  // for CKK_EC, the curve's byte size if known; else 0
+	class  uint   // CKO_SECRET_KEY or CKO_PRIVATE_KEY
+	typ    uint   // CKA_KEY_TYPE
+	ecSize int    // for CKK_EC, the curve's byte size if known; else 0
+	gen    uint64 // the module generation the handle belongs to
+}
+
+// errOldGeneration is the error for a cached handle from before a module
+// reset. It reads as a stale handle, so the key is looked up again.
+var errOldGeneration = fmt.Errorf("cached handle from before a module reset: %w",
+	p11.Error(p11.CKR_OBJECT_HANDLE_INVALID))
+
+// current returns errOldGeneration if k's handle is from before a module
+// reset, when the module may have given its number to another object. The
+// caller holds the module's read lock.
+func (b *Backend) current(k key) error {
+	if k.gen != b.pool.generation() {
+		return errOldGeneration
+	}
+	return nil
 }
 
 // checkID rejects identifiers of the wrong length.
@@ -32,14 +49,9 @@ func idTemplate(id []byte) []*p11.Attribute {
 	return []*p11.Attribute{p11.NewAttribute(p11.CKA_ID, id)}
 }
 
-// find returns the handles of all objects matching tmpl. It first checks
-// that the token is logged in, since a logged-out token hides private
-// objects and the search would wrongly find nothing.
+// find returns the handles of all objects matching tmpl.
 func (b *Backend) find(s p11.SessionHandle, tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
 	b.finds.Add(1)
-	if err := b.checkLogin(s); err != nil {
-		return nil, err
-	}
 	if err := b.mod.ctx.FindObjectsInit(s, tmpl); err != nil {
 		return nil, fmt.Errorf("C_FindObjectsInit: %w", err)
 	}
@@ -72,7 +84,8 @@ type object struct {
 // findID returns every object with the identifier. Only secret and private
 // keys are keys Sigil uses; a public key object with the same identifier
 // (left by another tool) is returned with a nil key so that it is never
-// mistaken for one.
+// mistaken for one. If it finds no key, it makes sure with checkToken that
+// the token could have shown one.
 func (b *Backend) findID(s p11.SessionHandle, id []byte) ([]object, error) {
 	hs, err := b.find(s, idTemplate(id))
 	if err != nil {
@@ -88,6 +101,11 @@ func (b *Backend) findID(s p11.SessionHandle, id []byte) ([]object, error) {
 			return nil, err
 		}
 		objs = append(objs, o)
+	}
+	if len(keys(objs)) == 0 {
+		if err := b.checkToken(s); err != nil {
+			return nil, err
+		}
 	}
 	return objs, nil
 }
@@ -106,7 +124,7 @@ func (b *Backend) describe(s p11.SessionHandle, h p11.ObjectHandle) (object, err
 	if err != nil {
 		return object{}, fmt.Errorf("C_GetAttributeValue(CKA_KEY_TYPE): %w", err)
 	}
-	k := &key{h: h, class: o.class, typ: ulong(attrs[0].Value)}
+	k := &key{h: h, class: o.class, typ: ulong(attrs[0].Value), gen: b.pool.generation()}
 	if k.typ == p11.CKK_EC {
 		attrs, err := b.mod.ctx.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_EC_PARAMS, nil)})
 		if err != nil {
@@ -164,11 +182,15 @@ func (b *Backend) withKey(ctx context.Context, id []byte, fn func(s p11.SessionH
 			return err
 		}
 		err = b.session(ctx, func(s p11.SessionHandle) error {
+			if err := b.current(k); err != nil {
+				return err
+			}
 			err := fn(s, k)
 			if staleHandle(err) {
-				// Logging out invalidates the handles of private objects.
-				if lerr := b.checkLogin(s); lerr != nil {
-					return lerr
+				// Logging out invalidates the handles of private
+				// objects, and a token in trouble may hide them.
+				if terr := b.checkToken(s); terr != nil {
+					return terr
 				}
 			}
 			return err
@@ -177,7 +199,12 @@ func (b *Backend) withKey(ctx context.Context, id []byte, fn func(s p11.SessionH
 			return err
 		}
 		b.handles.CompareAndDelete(string(id), k)
-		if retried {
+		switch {
+		case retried && errors.Is(err, errOldGeneration):
+			// The module was reset again between the search and the
+			// call: that says nothing about the key.
+			return fmt.Errorf("%w: %v", hsm.ErrUnavailable, err)
+		case retried:
 			return fmt.Errorf("%w: %v", hsm.ErrNotFound, err)
 		}
 	}
@@ -229,11 +256,14 @@ func (b *Backend) Exists(ctx context.Context, id []byte) (bool, error) {
 	if v, ok := b.handles.Load(string(id)); ok {
 		k := v.(key)
 		err := b.session(ctx, func(s p11.SessionHandle) error {
+			if err := b.current(k); err != nil {
+				return err
+			}
 			_, err := b.mod.ctx.GetAttributeValue(s, k.h,
 				[]*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, nil)})
 			if staleHandle(err) {
-				if lerr := b.checkLogin(s); lerr != nil {
-					return lerr
+				if terr := b.checkToken(s); terr != nil {
+					return terr
 				}
 			}
 			if err != nil {

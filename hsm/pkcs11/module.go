@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	p11 "github.com/miekg/pkcs11"
 )
@@ -19,30 +20,66 @@ type module struct {
 	refs  int  // Backends using the module; guarded by modules.mu
 	owned bool // this registry's C_Initialize succeeded, so it may finalise
 
+	// calls is held for reading around every use of ctx by a Backend and
+	// for writing by reset: C_Finalize must not run while another call
+	// does.
+	calls sync.RWMutex
+	// gen counts resets. Sessions and object handles of an older
+	// generation are void: the module may give their numbers to new ones.
+	gen atomic.Uint64
+	// resetWanted is set when a Backend found its token gone and a reset
+	// has not run since.
+	resetWanted atomic.Bool
+
 	pinMu sync.Mutex
-	pins  map[uint][sha256.Size]byte // slot → hash of the PIN that logged in
+	pins  map[string][sha256.Size]byte // token label → hash of the PIN that logged in
 }
 
-// loggedIn records that pin logged the user in on slot.
-func (m *module) loggedIn(slot uint, pin string) {
+// loggedIn records that pin logged the user in on the token labelled label.
+func (m *module) loggedIn(label, pin string) {
 	m.pinMu.Lock()
 	defer m.pinMu.Unlock()
 	if m.pins == nil {
-		m.pins = make(map[uint][sha256.Size]byte)
+		m.pins = make(map[string][sha256.Size]byte)
 	}
-	m.pins[slot] = sha256.Sum256([]byte(pin))
+	m.pins[label] = sha256.Sum256([]byte(pin))
 }
 
 // samePIN reports whether pin is the one a Backend of this process logged in
-// on slot with, or whether no Backend did. C_Login answers
-// CKR_USER_ALREADY_LOGGED_IN without checking the PIN, so this is how a
-// second Backend with a wrong PIN is caught.
-func (m *module) samePIN(slot uint, pin string) bool {
+// to the token labelled label with, or whether no Backend did. C_Login
+// answers CKR_USER_ALREADY_LOGGED_IN without checking the PIN, so this is
+// how a second Backend with a wrong PIN is caught.
+func (m *module) samePIN(label, pin string) bool {
 	m.pinMu.Lock()
 	defer m.pinMu.Unlock()
-	h, ok := m.pins[slot]
+	h, ok := m.pins[label]
 	sum := sha256.Sum256([]byte(pin))
 	return !ok || subtle.ConstantTimeCompare(h[:], sum[:]) == 1
+}
+
+// reset finalises and initialises the module again. That closes every
+// session of every Backend on it, logs every token out and makes the module
+// look at its slots and tokens afresh: SoftHSM, for one, serves a token
+// whose directory went missing as an empty, broken one until it is
+// initialised again, even after the directory is back. Each Backend
+// notices the new generation on its next call and finds its token again.
+//
+// reset runs only if no other call is in flight, since C_Finalize must not
+// run under one; it never waits, and reports whether it ran. If C_Initialize
+// fails, the next call tries again.
+func (m *module) reset() bool {
+	if !m.calls.TryLock() {
+		return false
+	}
+	defer m.calls.Unlock()
+	_ = m.ctx.Finalize() // CKR_CRYPTOKI_NOT_INITIALIZED if someone else did
+	err := m.ctx.Initialize()
+	m.gen.Add(1)
+	m.pinMu.Lock()
+	clear(m.pins)
+	m.pinMu.Unlock()
+	m.resetWanted.Store(err != nil && !isRV(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED))
+	return true
 }
 
 // modules is the process-wide registry of loaded modules, keyed by the

@@ -6,6 +6,14 @@
 // initialised once per process and finalised only when the last Backend that
 // initialised it closes; login state belongs to the process and token, so a
 // Backend never logs out (that would log out the others).
+//
+// A Backend heals itself without being reopened (see Backend). The one
+// remedy that reaches beyond it is the module reset, C_Finalize and
+// C_Initialize, for a token that is gone: it ends the sessions and logins of
+// every Backend on the module, which each recover on their next call. It
+// runs only while no call is in flight. Nothing else in the process may
+// finalise the module: handles cached from before would silently name other
+// objects.
 package pkcs11
 
 import (
@@ -81,17 +89,31 @@ func (c Config) validate() error {
 }
 
 // Backend is an hsm.Backend on one PKCS#11 token.
+//
+// It heals itself: a session the token reports dead is dropped and the call
+// retried on another, a token that logged out is logged in again with the
+// PIN, which the Backend keeps in memory for that, and a token that is gone
+// makes the module reinitialise so that the token is found again by label
+// once it is back (see do). While it cannot serve a call it returns
+// hsm.ErrUnavailable, never a wrong answer such as hsm.ErrNotFound for a
+// key it cannot see.
+//
+// The context bounds every wait: for a session from the pool and for
+// another GenerateKey. A PKCS#11 call already running cannot be
+// interrupted; a call stuck in the module holds its session until it
+// returns, and callers behind it get hsm.ErrUnavailable (wrapping their
+// context's error) when their deadline comes.
 type Backend struct {
 	mod   *module
-	slot  uint
 	label string
 	pin   string
 	pool  *pool
 
-	handles sync.Map   // string(CKA_ID) → p11.ObjectHandle of the secret key
-	genMu   sync.Mutex // serialises GenerateKey's check-then-create
-	finds   atomic.Int64
-	closed  atomic.Bool
+	handles  sync.Map      // string(CKA_ID) → key
+	creating chan struct{} // one element while GenerateKey checks and creates
+	bindMu   sync.Mutex    // serialises bind
+	finds    atomic.Int64
+	closed   atomic.Bool
 }
 
 var _ hsm.Backend = (*Backend)(nil)
@@ -103,7 +125,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("hsm: %w", err)
+		return nil, ctxError("opening", err)
 	}
 	mod, err := acquireModule(cfg.Module)
 	if err != nil {
@@ -118,7 +140,10 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 }
 
 func open(ctx context.Context, mod *module, cfg Config) (*Backend, error) {
+	mod.calls.RLock()
 	slot, err := findToken(mod.ctx, cfg.TokenLabel)
+	gen := mod.gen.Load()
+	mod.calls.RUnlock()
 	if err != nil {
 		return nil, err
 	}
@@ -126,19 +151,17 @@ func open(ctx context.Context, mod *module, cfg Config) (*Backend, error) {
 	if n == 0 {
 		n = DefaultMaxSessions
 	}
-	b := &Backend{mod: mod, slot: slot, label: cfg.TokenLabel, pin: cfg.PIN, pool: newPool(mod.ctx, slot, n)}
-	s, err := b.pool.get(ctx)
-	if err != nil {
+	b := &Backend{
+		mod: mod, label: cfg.TokenLabel, pin: cfg.PIN,
+		pool:     newPool(mod.ctx, slot, gen, n),
+		creating: make(chan struct{}, 1),
+	}
+	// The session stays in the pool: the token stays logged in while this
+	// application has a session open on it.
+	if err := b.try(ctx, b.login); err != nil {
+		b.closeSessions()
 		return nil, err
 	}
-	if err := b.login(s); err != nil {
-		b.pool.put(s, false)
-		b.pool.close()
-		return nil, err
-	}
-	// Keep the session: the token stays logged in while this application
-	// has a session open on it.
-	b.pool.put(s, true)
 	return b, nil
 }
 
@@ -155,7 +178,7 @@ func findToken(ctx *p11.Ctx, label string) (uint, error) {
 		if err != nil {
 			return 0, fmt.Errorf("%w: C_GetTokenInfo(slot %d): %v", ErrModule, s, err)
 		}
-		l := strings.TrimRight(ti.Label, " \x00")
+		l := trimLabel(ti.Label)
 		initialised := ti.Flags&p11.CKF_TOKEN_INITIALIZED != 0
 		switch {
 		case l == label && !initialised:
@@ -181,35 +204,27 @@ func findToken(ctx *p11.Ctx, label string) (uint, error) {
 	}
 }
 
+// trimLabel strips the padding from a CK_TOKEN_INFO label.
+func trimLabel(l string) string { return strings.TrimRight(l, " \x00") }
+
 // String describes the Backend without its PIN.
 func (b *Backend) String() string {
-	return fmt.Sprintf("pkcs11.Backend{token: %q, slot: %d}", b.label, b.slot)
+	return fmt.Sprintf("pkcs11.Backend{token: %q}", b.label)
 }
 
 // GoString returns the same as String.
 func (b *Backend) GoString() string { return b.String() }
 
-// Ping checks that a session answers and the token is logged in, logging in
-// again if the token was logged out.
+// Ping checks that a session answers, the token is still in its slot and
+// logged in, logging in again or resetting the module as needed.
 func (b *Backend) Ping(ctx context.Context) error {
-	err := b.session(ctx, b.checkLogin)
+	err := b.session(ctx, b.checkToken)
 	return classify(err, hsm.ErrUnavailable)
 }
 
-// checkLogin returns an error wrapping CKR_USER_NOT_LOGGED_IN if the token
-// is not logged in as the user, which makes do log in again. A logged-out
-// token hides private objects, so a search that finds nothing or a handle
-// that stopped working proves nothing until the login is checked.
-func (b *Backend) checkLogin(s p11.SessionHandle) error {
-	info, err := b.mod.ctx.GetSessionInfo(s)
-	if err != nil {
-		return fmt.Errorf("C_GetSessionInfo: %w", err)
-	}
-	if info.State != p11.CKS_RW_USER_FUNCTIONS && info.State != p11.CKS_RO_USER_FUNCTIONS {
-		return fmt.Errorf("session state %d: %w", info.State, p11.Error(p11.CKR_USER_NOT_LOGGED_IN))
-	}
-	return nil
-}
+// Stats returns a snapshot of the session pool. It is safe for concurrent
+// use, also with Close.
+func (b *Backend) Stats() Stats { return b.pool.stats() }
 
 // Close closes the Backend's sessions and releases the module. The Backend
 // must not be used afterwards.
@@ -217,8 +232,18 @@ func (b *Backend) Close() error {
 	if b.closed.Swap(true) {
 		return nil
 	}
-	b.pool.close()
+	b.closeSessions()
 	return b.mod.release()
+}
+
+// closeSessions closes the pool's idle sessions, unless a module reset has
+// already ended them.
+func (b *Backend) closeSessions() {
+	b.mod.calls.RLock()
+	defer b.mod.calls.RUnlock()
+	if b.pool.generation() == b.mod.gen.Load() {
+		b.pool.close()
+	}
 }
 
 // session runs fn on a pooled session unless the Backend is closed.

@@ -2,9 +2,10 @@ package pkcs11
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	p11 "github.com/miekg/pkcs11"
 
@@ -12,57 +13,220 @@ import (
 )
 
 // pool hands out up to cap(slots) sessions on one token. Sessions are opened
-// lazily and kept until they fail or the pool closes.
+// lazily and kept until they fail, the module is reset or the pool closes.
+//
+// Every session that is not idle belongs to the goroutine holding one
+// element of slots for it, so the pool never has more than cap(slots)
+// sessions open and no session is used by two goroutines at once.
 type pool struct {
-	ctx   *p11.Ctx
-	slot  uint
-	slots chan struct{} // one element per session in use
+	ctx     *p11.Ctx
+	slots   chan struct{} // one element per session in use or being checked
+	waiting atomic.Int64  // goroutines blocked waiting for an element of slots
+	gen     atomic.Uint64 // the module generation that slot and the sessions belong to
 
-	mu   sync.Mutex
-	idle []p11.SessionHandle
+	mu    sync.Mutex
+	slot  uint   // the token's slot
+	epoch uint64 // incremented whenever a session is found dead
+	idle  []idleSession
 }
 
-func newPool(ctx *p11.Ctx, slot uint, size int) *pool {
-	return &pool{ctx: ctx, slot: slot, slots: make(chan struct{}, size)}
+// idleSession is a pooled session and the epoch in which it was last seen
+// working. One seen before the current epoch may have died with the session
+// that was found dead, and is checked before it is used again.
+type idleSession struct {
+	h    p11.SessionHandle
+	seen uint64
 }
 
-// get waits, as long as ctx allows, for a free session and returns it; the
-// caller must hand it back with put.
-func (p *pool) get(ctx context.Context) (p11.SessionHandle, error) {
+// Stats is a snapshot of a Backend's session pool.
+type Stats struct {
+	// InUse is the number of sessions in use, counting sessions being
+	// opened or checked.
+	InUse int
+	// Idle is the number of open sessions waiting in the pool.
+	Idle int
+	// Waiting is the number of calls waiting for a session because InUse
+	// has reached Max.
+	Waiting int
+	// Max is the pool size (Config.MaxSessions).
+	Max int
+}
+
+func newPool(ctx *p11.Ctx, slot uint, gen uint64, size int) *pool {
+	p := &pool{ctx: ctx, slots: make(chan struct{}, size), slot: slot}
+	p.gen.Store(gen)
+	return p
+}
+
+// stats returns a snapshot of the pool. The fields are read one after the
+// other, so under load they need not add up.
+func (p *pool) stats() Stats {
+	p.mu.Lock()
+	idle := len(p.idle)
+	p.mu.Unlock()
+	return Stats{InUse: len(p.slots), Idle: idle, Waiting: int(p.waiting.Load()), Max: cap(p.slots)}
+}
+
+// acquire waits, as long as ctx allows, for a free slot. The caller must
+// give it back through put, drop or release.
+func (p *pool) acquire(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("hsm: waiting for a session: %w", err)
+		return ctxError("waiting for a session", err)
 	}
 	select {
 	case p.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	p.waiting.Add(1)
+	defer p.waiting.Add(-1)
+	select {
+	case p.slots <- struct{}{}:
+		return nil
 	case <-ctx.Done():
-		return 0, fmt.Errorf("hsm: waiting for a session: %w", ctx.Err())
+		return ctxError("waiting for a session", ctx.Err())
 	}
-	p.mu.Lock()
-	if n := len(p.idle); n > 0 {
-		s := p.idle[n-1]
+}
+
+// release gives back a slot that holds no session.
+func (p *pool) release() { <-p.slots }
+
+// get waits for a slot and returns a session with take.
+func (p *pool) get(ctx context.Context) (p11.SessionHandle, error) {
+	if err := p.acquire(ctx); err != nil {
+		return 0, err
+	}
+	return p.take()
+}
+
+// take returns a session for the slot the caller holds: the most recently
+// used idle session, checked first if a session died since it was last seen
+// working, or else a new one. On error it releases the slot.
+func (p *pool) take() (p11.SessionHandle, error) {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			slot := p.slot
+			p.mu.Unlock()
+			return p.open(slot)
+		}
+		is := p.idle[n-1]
 		p.idle = p.idle[:n-1]
+		suspect := is.seen < p.epoch
 		p.mu.Unlock()
-		return s, nil
+		if !suspect || p.alive(is.h) {
+			return is.h, nil
+		}
 	}
-	p.mu.Unlock()
-	s, err := p.ctx.OpenSession(p.slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
+}
+
+// open opens a new session on slot for the slot the caller holds.
+func (p *pool) open(slot uint) (p11.SessionHandle, error) {
+	s, err := p.ctx.OpenSession(slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
 	if err != nil {
-		<-p.slots
-		return 0, fmt.Errorf("%w: C_OpenSession: %v", hsm.ErrUnavailable, err)
+		p.release()
+		return 0, fmt.Errorf("%w: C_OpenSession: %w", hsm.ErrUnavailable, err)
 	}
+	// Cryptoki lets a module give a new session the handle of a dead one
+	// (SoftHSM never does); an idle entry with this handle is that dead
+	// session and must not be handed out as a second copy of the new one.
+	p.mu.Lock()
+	p.idle = slices.DeleteFunc(p.idle, func(is idleSession) bool { return is.h == s })
+	p.mu.Unlock()
 	return s, nil
 }
 
-// put returns a session to the pool, or closes it if keep is false.
-func (p *pool) put(s p11.SessionHandle, keep bool) {
-	if keep {
+// alive reports whether a session the caller owns still works. A dead one
+// is closed unless the module has already forgotten its handle.
+func (p *pool) alive(s p11.SessionHandle) bool {
+	_, err := p.ctx.GetSessionInfo(s)
+	if err == nil {
+		return true
+	}
+	if !handleGone(err) {
+		_ = p.ctx.CloseSession(s)
+	}
+	return false
+}
+
+// put returns a working session to the pool and releases its slot.
+func (p *pool) put(s p11.SessionHandle) {
+	p.mu.Lock()
+	p.idle = append(p.idle, idleSession{h: s, seen: p.epoch})
+	p.mu.Unlock()
+	<-p.slots
+}
+
+// drop removes a session from the pool and releases its slot. It closes the
+// session unless the module has already forgotten the handle (it could by
+// now name another session, which closing would end). If dead, the other
+// idle sessions become suspect: whatever killed this one may have killed
+// them too.
+func (p *pool) drop(s p11.SessionHandle, close, dead bool) {
+	if close {
+		_ = p.ctx.CloseSession(s)
+	}
+	if dead {
 		p.mu.Lock()
-		p.idle = append(p.idle, s)
+		p.epoch++
 		p.mu.Unlock()
-	} else {
-		_ = p.ctx.CloseSession(s) // the session is already broken
 	}
 	<-p.slots
+}
+
+// sweep checks every suspect idle session and closes the dead ones, so that
+// the pool does not keep dead handles. It takes a free slot for each
+// session it checks and stops when there is none, leaving the rest to be
+// checked by take.
+func (p *pool) sweep() {
+	for {
+		select {
+		case p.slots <- struct{}{}:
+		default:
+			return
+		}
+		p.mu.Lock()
+		i := slices.IndexFunc(p.idle, func(is idleSession) bool { return is.seen < p.epoch })
+		if i < 0 {
+			p.mu.Unlock()
+			<-p.slots
+			return
+		}
+		s := p.idle[i].h
+		p.idle = slices.Delete(p.idle, i, i+1)
+		p.mu.Unlock()
+		if p.alive(s) {
+			p.mu.Lock()
+			// Back at the bottom: the most recently used sessions stay on
+			// top.
+			p.idle = slices.Insert(p.idle, 0, idleSession{h: s, seen: p.epoch})
+			p.mu.Unlock()
+		}
+		<-p.slots
+	}
+}
+
+// generation returns the module generation the pool's slot and sessions
+// belong to.
+func (p *pool) generation() uint64 { return p.gen.Load() }
+
+// currentSlot returns the token's slot.
+func (p *pool) currentSlot() uint {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.slot
+}
+
+// rebind moves the pool to the token's slot in module generation gen. The
+// idle sessions died with the old generation and are forgotten, not closed:
+// their handles may now name other sessions. The caller makes sure no
+// session is in use.
+func (p *pool) rebind(slot uint, gen uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.slot, p.idle = slot, nil
+	p.gen.Store(gen) // after slot: whoever sees gen sees slot
 }
 
 // close closes every idle session. Only this pool's sessions are closed:
@@ -70,95 +234,8 @@ func (p *pool) put(s p11.SessionHandle, keep bool) {
 func (p *pool) close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, s := range p.idle {
-		_ = p.ctx.CloseSession(s)
+	for _, is := range p.idle {
+		_ = p.ctx.CloseSession(is.h)
 	}
 	p.idle = nil
-}
-
-// do runs fn with a pooled session. A session that fn reports dead is
-// closed; one stale session is retried on a fresh one, and a logged-out
-// token is logged in again once. The context is checked before each call.
-// fn's errors come back as they are, for the caller to classify.
-func (b *Backend) do(ctx context.Context, fn func(s p11.SessionHandle) error) error {
-	retried, relogged := false, false
-	for {
-		s, err := b.pool.get(ctx)
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			b.pool.put(s, true)
-			return fmt.Errorf("hsm: %w", err)
-		}
-		err = safeCall(func() error { return fn(s) })
-		switch {
-		case err == nil:
-			b.pool.put(s, true)
-			return nil
-		case isRV(err, p11.CKR_USER_NOT_LOGGED_IN) && !relogged:
-			relogged = true
-			lerr := safeCall(func() error { return b.login(s) })
-			b.pool.put(s, !dirty(err) && (lerr == nil || !deadSession(lerr)))
-			if lerr != nil {
-				return fmt.Errorf("%w: %w", hsm.ErrUnavailable, lerr)
-			}
-		case deadSession(err):
-			b.pool.put(s, false)
-			if retried || !staleSession(err) {
-				return err
-			}
-			retried = true
-		default:
-			b.pool.put(s, !dirty(err))
-			return err
-		}
-	}
-}
-
-// dirtyError marks a failure after which the session may still have an
-// operation active.
-type dirtyError struct{ err error }
-
-func (e dirtyError) Error() string { return e.err.Error() }
-func (e dirtyError) Unwrap() error { return e.err }
-
-// dirty reports whether err is a dirtyError.
-func dirty(err error) bool {
-	var d dirtyError
-	return errors.As(err, &d)
-}
-
-// safeCall runs fn and turns a panic into an error wrapping errPanic, which
-// closes the session. It is the last line of defence: the wrapper library
-// should never panic, but a panic must not take the server down.
-func safeCall(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", errPanic, r)
-		}
-	}()
-	return fn()
-}
-
-// login logs the user in on session s. Login state belongs to the
-// application and token, so logging in on one session logs in all of them.
-func (b *Backend) login(s p11.SessionHandle) error {
-	err := b.mod.ctx.Login(s, p11.CKU_USER, b.pin)
-	switch {
-	case err == nil:
-		b.mod.loggedIn(b.slot, b.pin)
-		return nil
-	case isRV(err, p11.CKR_USER_ALREADY_LOGGED_IN):
-		if !b.mod.samePIN(b.slot, b.pin) {
-			return fmt.Errorf("%w: incorrect PIN (differs from the PIN that logged in)", ErrLogin)
-		}
-		return nil
-	case isRV(err, p11.CKR_PIN_INCORRECT):
-		return fmt.Errorf("%w: incorrect PIN", ErrLogin)
-	case isRV(err, p11.CKR_PIN_LOCKED):
-		return fmt.Errorf("%w: PIN locked", ErrLogin)
-	default:
-		return fmt.Errorf("%w: C_Login: %w", ErrLogin, err)
-	}
 }

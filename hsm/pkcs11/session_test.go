@@ -10,13 +10,6 @@ import (
 	"github.com/sigil-kms/sigil/hsm/hsmtest"
 )
 
-// idle returns the number of idle sessions in b's pool.
-func idle(b *Backend) int {
-	b.pool.mu.Lock()
-	defer b.pool.mu.Unlock()
-	return len(b.pool.idle)
-}
-
 func TestDeadSessionDropped(t *testing.T) {
 	b, _ := newBackend(t)
 	ctx := t.Context()
@@ -34,7 +27,7 @@ func TestDeadSessionDropped(t *testing.T) {
 	if err := b.mod.ctx.CloseSession(s); err != nil {
 		t.Fatal(err)
 	}
-	b.pool.put(s, true)
+	b.pool.put(s)
 
 	nonce := hsmtest.NewNonce(t)
 	ct, err := b.Seal(ctx, id, nonce, []byte("x"), nil)
@@ -48,7 +41,7 @@ func TestDeadSessionDropped(t *testing.T) {
 		t.Errorf("%d idle sessions, want 1 (the dead one dropped)", n)
 	}
 	b.pool.mu.Lock()
-	reused := b.pool.idle[0] == s
+	reused := b.pool.idle[0].h == s
 	b.pool.mu.Unlock()
 	if reused && s != 0 {
 		// SoftHSM may hand out the same handle number again; only fail if
@@ -70,7 +63,7 @@ func TestReloginAfterLogout(t *testing.T) {
 	if err := b.mod.ctx.Logout(s); err != nil {
 		t.Fatal(err)
 	}
-	b.pool.put(s, true)
+	b.pool.put(s)
 	if _, err := b.Seal(ctx, id, hsmtest.NewNonce(t), []byte("x"), nil); err != nil {
 		t.Fatalf("Seal after logout: %v", err)
 	}
@@ -82,7 +75,7 @@ func TestReloginAfterLogout(t *testing.T) {
 	if err := b.mod.ctx.Logout(s); err != nil {
 		t.Fatal(err)
 	}
-	b.pool.put(s, true)
+	b.pool.put(s)
 	if err := b.Ping(ctx); err != nil {
 		t.Fatalf("Ping after logout: %v", err)
 	}
@@ -91,7 +84,7 @@ func TestReloginAfterLogout(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err := b.mod.ctx.GetSessionInfo(s)
-	b.pool.put(s, true)
+	b.pool.put(s)
 	if err != nil || info.State != p11.CKS_RW_USER_FUNCTIONS {
 		t.Errorf("session state after Ping: %d, %v", info.State, err)
 	}
@@ -125,13 +118,13 @@ func TestDecryptFailureKeepsSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.pool.put(s, true)
+	b.pool.put(s)
 	ct[0] ^= 1
 	if _, err := b.Open(ctx, id, nonce, ct, nil); !errors.Is(err, hsm.ErrDecrypt) {
 		t.Fatalf("Open of a tampered ciphertext: %v", err)
 	}
 	b.pool.mu.Lock()
-	kept := len(b.pool.idle) == 1 && b.pool.idle[0] == s
+	kept := len(b.pool.idle) == 1 && b.pool.idle[0].h == s
 	b.pool.mu.Unlock()
 	if !kept {
 		t.Error("an authentication failure cost the session")
