@@ -1,9 +1,13 @@
 package softhsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -189,4 +193,36 @@ func decodeUlong(v []byte) uint {
 	default:
 		return ^uint(0)
 	}
+}
+
+// Dir returns the directory in which SoftHSM2 keeps the token's files, so
+// that tests can take the token away from the module and give it back.
+func (t *Token) Dir(tb testing.TB) string {
+	tb.Helper()
+	conf, err := os.ReadFile(t.Conf)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	root := ""
+	for line := range strings.Lines(string(conf)) {
+		if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "directories.tokendir" {
+			root = strings.TrimSpace(v)
+		}
+	}
+	if root == "" {
+		tb.Fatalf("softhsm: no directories.tokendir in %s", t.Conf)
+	}
+	dirs, err := os.ReadDir(root)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, d := range dirs {
+		// token.object holds CKA_LABEL among its attributes.
+		obj, err := os.ReadFile(filepath.Join(root, d.Name(), "token.object"))
+		if err == nil && bytes.Contains(obj, []byte(t.Label)) {
+			return filepath.Join(root, d.Name())
+		}
+	}
+	tb.Fatalf("softhsm: no directory for token %q in %s", t.Label, root)
+	return ""
 }

@@ -132,6 +132,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return fmt.Errorf("open HSM: %w", err)
 	}
+	mets.WatchSessions(func() metrics.SessionStats {
+		s := backend.Stats()
+		return metrics.SessionStats{InUse: s.InUse, Idle: s.Idle, Waiting: s.Waiting, Max: s.Max}
+	})
 	// The backend is closed only once no request can still be using it.
 	var inflight sync.WaitGroup
 	svc := kms.New(mets.Backend(backend), store, kms.WithLogger(log), kms.WithPendingGrace(cfg.pendingGrace),

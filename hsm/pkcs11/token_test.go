@@ -1,51 +1,14 @@
 package pkcs11
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/sigil-kms/sigil/hsm"
 	"github.com/sigil-kms/sigil/hsm/hsmtest"
-	"github.com/sigil-kms/sigil/softhsm"
 )
-
-// tokenDir returns the directory in which SoftHSM keeps tok, and the
-// directory that holds all tokens.
-func tokenDir(t *testing.T, tok *softhsm.Token) (dir, root string) {
-	t.Helper()
-	conf, err := os.Open(tok.Conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conf.Close()
-	sc := bufio.NewScanner(conf)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok && strings.TrimSpace(k) == "directories.tokendir" {
-			root = strings.TrimSpace(v)
-		}
-	}
-	if root == "" {
-		t.Fatalf("no directories.tokendir in %s", tok.Conf)
-	}
-	dirs, err := os.ReadDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range dirs {
-		// token.object holds CKA_LABEL among its attributes.
-		obj, err := os.ReadFile(filepath.Join(root, d.Name(), "token.object"))
-		if err == nil && bytes.Contains(obj, []byte(tok.Label)) {
-			return filepath.Join(root, d.Name()), root
-		}
-	}
-	t.Fatalf("no directory for token %q in %s", tok.Label, root)
-	return "", ""
-}
 
 // TestTokenGoneAndBack takes the token's directory away from SoftHSM and
 // brings it back. SoftHSM 2.6.1 then serves the token as an empty, broken
@@ -86,7 +49,7 @@ func testTokenGoneAndBack(t *testing.T, takeAway func(dir string) (restore func(
 	f := newFixture(t, 4)
 	other := newFixture(t, 2)
 	fill(t, f.b, 4)
-	dir, _ := tokenDir(t, f.tok)
+	dir := f.tok.Dir(t)
 	restore := takeAway(dir)
 	gone := true
 	t.Cleanup(func() {
