@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"regexp"
 	"testing"
 
@@ -120,12 +121,14 @@ func newGoldenService(tb testing.TB) (*Service, []goldenCase) {
 		}
 		k := keystore.Key{ID: uuid.MustParse(g.keyID), Name: gc.name, Purpose: keystore.PurposeEncryptDecrypt,
 			Algorithm: keystore.AES256GCM, DestroyDelay: DefaultDestroyDelay, PublishLead: DefaultPublishLead}
-		_, v, err := store.CreateKey(ctx, k, []byte(gc.name+"-v1"))
+		hsmID := func(v uint32) []byte { return fmt.Appendf(nil, "%s-v%d", gc.name, v) }
+		// Make versions 1 to g.version, each primary in turn.
+		_, v, err := store.CreateKey(ctx, k, hsmID(1))
 		for err == nil {
 			if _, _, err = store.CommitVersion(ctx, k.ID, v.Version, nil, true); err != nil || v.Version == g.version {
 				break
 			}
-			v, err = store.AddVersion(ctx, k.ID, []byte(gc.name+"-v"+uuid.NewString()))
+			v, err = store.AddVersion(ctx, k.ID, hsmID(v.Version+1))
 		}
 		if err != nil {
 			tb.Fatalf("golden key %s: %v", gc.name, err)

@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"strings"
@@ -169,11 +170,11 @@ func newVersionFixture(t *testing.T) (*Service, map[string]*versionModel) {
 }
 
 // FuzzKeyVersions sends arbitrary version-state changes, listings, updates,
-// rotations and public-key reads, with arbitrary names, version numbers,
+// rotations, public-key and JWKS reads, with arbitrary names, version numbers,
 // page sizes and page tokens, to a fixture whose state it models. Every
 // failure is a caller-safe *Error of the kind the model predicts.
 func FuzzKeyVersions(f *testing.F) {
-	for op := range uint8(9) {
+	for op := range uint8(10) {
 		f.Add(op, "k", uint32(1), int32(0), "", int64(0), int64(0), int64(0), int64(0))
 		f.Add(op, "s", uint32(2), int32(1), "", int64(time.Hour), int64(0), int64(0), int64(0))
 	}
@@ -197,9 +198,9 @@ func FuzzKeyVersions(f *testing.F) {
 		case m == nil:
 			keyErr = ErrNotFound
 		}
-		switch op % 9 {
+		switch op %= 10; op {
 		case 0, 1, 2, 3:
-			fuzzTransition(t, svc, op%9, name, version, keyErr, m)
+			fuzzTransition(t, svc, op, name, version, keyErr, m)
 		case 4:
 			fuzzListVersions(t, svc, name, size, token, keyErr, m)
 		case 5:
@@ -210,6 +211,8 @@ func FuzzKeyVersions(f *testing.F) {
 			fuzzRotate(t, svc, name, version&1 == 1, keyErr, m)
 		case 8:
 			fuzzGetPublicKey(t, svc, name, version, keyErr, m)
+		case 9:
+			fuzzJWKS(t, svc, name, keyErr, m)
 		}
 	})
 }
@@ -447,5 +450,28 @@ func fuzzGetPublicKey(t *testing.T, svc *Service, name string, version uint32, k
 		checkKind(t, "GetPublicKey", err, ErrFailedPrecondition)
 	case err != nil || pk.Version != want || pk.KID == "" || !strings.Contains(pk.PEM, "PUBLIC KEY"):
 		t.Fatalf("GetPublicKey(%q, %d) = %+v, %v", name, version, pk, err)
+	}
+}
+
+func fuzzJWKS(t *testing.T, svc *Service, name string, keyErr error, m *versionModel) {
+	doc, err := svc.JWKS(context.Background(), name)
+	switch {
+	case name != "" && keyErr != nil:
+		checkKind(t, "JWKS", err, keyErr)
+		return
+	case name != "" && m.purpose != keystore.PurposeSignVerify:
+		checkKind(t, "JWKS of an encryption key", err, ErrFailedPrecondition)
+		return
+	case err != nil:
+		t.Fatalf("JWKS(%q) = %v", name, err)
+	}
+	var set struct {
+		Keys []struct {
+			KID string `json:"kid"`
+		} `json:"keys"`
+	}
+	// The fixture's only enabled signing versions are both of "s".
+	if err := json.Unmarshal(doc.JSON, &set); err != nil || len(set.Keys) != 2 || set.Keys[0].KID == set.Keys[1].KID || doc.ETag == "" {
+		t.Fatalf("JWKS(%q) = %s, %s (%v)", name, doc.JSON, doc.ETag, err)
 	}
 }
