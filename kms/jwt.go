@@ -29,8 +29,10 @@ func (s *Service) SignJWT(ctx context.Context, name string, claims []byte, heade
 		return "", 0, newError(ErrTooLarge, "claims exceed %d bytes", MaxClaims)
 	}
 	// Compacting validates the JSON; an object is all that may follow.
+	// JSON (RFC 8259) and so JWT claims (RFC 7519) are UTF-8, which
+	// json.Compact does not check.
 	var payload bytes.Buffer
-	if err := json.Compact(&payload, claims); err != nil || payload.Len() == 0 || payload.Bytes()[0] != '{' {
+	if err := json.Compact(&payload, claims); err != nil || payload.Len() == 0 || payload.Bytes()[0] != '{' || !utf8.Valid(claims) {
 		return "", 0, newError(ErrInvalidArgument, "claims must be a JSON object")
 	}
 	hdr := jwtHeader{Typ: "JWT"}

@@ -55,3 +55,6 @@ go vet ./...
 say "go test (SoftHSM2 at $SIGIL_HSM_MODULE, Postgres at $(redact "$SIGIL_TEST_DATABASE_URL"))"
 export SIGIL_TEST_REQUIRE=1 SIGIL_TEST_HSM_MODULE=$SIGIL_HSM_MODULE
 go test -count=1 -race -timeout 20m "$@" ./...
+
+say "fuzzing each target for ${SIGIL_FUZZTIME:-10s}"
+./deploy/dev/fuzz.sh
