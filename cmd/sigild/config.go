@@ -36,6 +36,7 @@ type config struct {
 	auditSaltFile   string
 	auditStdout     bool
 	maxInFlight     int
+	pprofListen     string
 }
 
 const defaultModule = "/usr/lib/softhsm/libsofthsm2.so"
@@ -75,6 +76,7 @@ func (c *config) settings() []setting {
 		{name: "audit-salt-file", ptr: &c.auditSaltFile, help: "private file of at least 16 random bytes keying the audit log's HMACs", secret: "audit salt file"},
 		{name: "audit-stdout", ptr: &c.auditStdout, help: "also write audit records to stdout as JSON lines"},
 		{name: "max-inflight", ptr: &c.maxInFlight, def: server.DefaultMaxInFlight, help: "most RPCs served at once; more are refused with resource_exhausted, not queued"},
+		{name: "pprof-listen", ptr: &c.pprofListen, help: "loopback address on which to serve Go's pprof profiles (off when empty)"},
 		{name: "log-level", ptr: &c.logLevel, def: "info", help: "debug, info, warn or error"},
 		{name: "scheduler-interval", ptr: &c.schedule, def: 30 * time.Second, help: "how often scheduled rotation, promotion and destruction run"},
 		{name: "pending-grace", ptr: &c.pendingGrace, def: 10 * time.Minute, help: "age after which a half-made key version counts as abandoned"},
@@ -238,6 +240,9 @@ func (c config) check() error {
 	}
 	if c.hsmSessions < 1 {
 		errs = append(errs, errors.New("--hsm-max-sessions must be at least 1"))
+	}
+	if c.pprofListen != "" && !loopback(c.pprofListen) {
+		errs = append(errs, fmt.Errorf("--pprof-listen %q: profiles are served on a loopback address only", c.pprofListen))
 	}
 	if c.maxInFlight < 1 {
 		errs = append(errs, errors.New("--max-inflight must be at least 1"))

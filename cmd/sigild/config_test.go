@@ -82,6 +82,8 @@ func TestConfigRefusals(t *testing.T) {
 	}{
 		{append(base, "--tls-cert", "c"), "--tls-key"},
 		{append(base, "--hsm-max-sessions", "0"), "--hsm-max-sessions"},
+		{append(base, "--max-inflight", "0"), "--max-inflight must be at least 1"},
+		{append(base, "--pprof-listen", "0.0.0.0:6060"), "loopback address only"},
 		{append(base, "--listen", ":8380"), "non-loopback"},
 		{append(base, "extra"), "unexpected argument"},
 		{append(base, "--policy-file", "p.yaml"), "drop --policy-file"},

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"sync"
@@ -189,6 +190,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	} else {
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
+	if cfg.pprofListen != "" {
+		stopProfiles, err := serveProfiles(cfg.pprofListen, log)
+		if err != nil {
+			_ = backend.Close()
+			return err
+		}
+		defer stopProfiles()
+	}
 	serveErr := make(chan error, 1)
 	go func() {
 		if cfg.tlsCert != "" {
@@ -226,6 +235,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		err = fmt.Errorf("shutdown: %w", err)
 	}
 	return errors.Join(err, closeWhenIdle(&inflight, backend, auditLog))
+}
+
+// serveProfiles serves Go's pprof profiles on addr, a loopback address,
+// until the returned function is called.
+func serveProfiles(addr string, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("serving pprof profiles", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { _ = srv.Close() }, nil
 }
 
 // serverTLS returns the TLS configuration of --tls-cert and --tls-key. With
