@@ -172,14 +172,8 @@ func (c *Store) GetKey(ctx context.Context, name string) (keystore.Key, error) {
 	connected := c.connected
 	start := c.gen
 	c.mu.RUnlock()
-	switch {
-	case ok && connected:
-		c.hits.Add(1)
+	if c.served(ok, connected) {
 		return copyKey(k), nil
-	case connected:
-		c.misses.Add(1)
-	default:
-		c.bypasses.Add(1)
 	}
 	k, err := c.s.GetKey(ctx, name)
 	if err != nil || !connected {
@@ -205,14 +199,8 @@ func (c *Store) GetVersion(ctx context.Context, keyID [16]byte, version uint32) 
 	connected := c.connected
 	start := c.gen
 	c.mu.RUnlock()
-	switch {
-	case ok && connected:
-		c.hits.Add(1)
+	if c.served(ok, connected) {
 		return copyVersion(v), nil
-	case connected:
-		c.misses.Add(1)
-	default:
-		c.bypasses.Add(1)
 	}
 	v, err := c.s.GetVersion(ctx, keyID, version)
 	if err != nil || !connected {
@@ -241,14 +229,8 @@ func (c *Store) ListPublicKeys(ctx context.Context, keyName string) ([]keystore.
 	connected := c.connected
 	start := c.gen
 	c.mu.RUnlock()
-	switch {
-	case ok && connected:
-		c.hits.Add(1)
+	if c.served(ok, connected) {
 		return copyPublicKeys(pubs), nil
-	case connected:
-		c.misses.Add(1)
-	default:
-		c.bypasses.Add(1)
 	}
 	pubs, err := c.s.ListPublicKeys(ctx, keyName)
 	if err != nil || !connected {
@@ -262,6 +244,21 @@ func (c *Store) ListPublicKeys(ctx context.Context, keyName string) ([]keystore.
 		c.publics[keyName] = copyPublicKeys(pubs)
 	}
 	return pubs, nil
+}
+
+// served counts a lookup as a hit, a miss or a bypass, and reports whether
+// the cached value (found: ok) may be served.
+func (c *Store) served(ok, connected bool) bool {
+	switch {
+	case ok && connected:
+		c.hits.Add(1)
+		return true
+	case connected:
+		c.misses.Add(1)
+	default:
+		c.bypasses.Add(1)
+	}
+	return false
 }
 
 // fresh reports whether a value of key id loaded after the generation was
