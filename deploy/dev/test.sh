@@ -56,5 +56,8 @@ say "go test (SoftHSM2 at $SIGIL_HSM_MODULE, Postgres at $(redact "$SIGIL_TEST_D
 export SIGIL_TEST_REQUIRE=1 SIGIL_TEST_HSM_MODULE=$SIGIL_HSM_MODULE
 go test -count=1 -race -timeout 20m "$@" ./...
 
+say "soak without the race detector, so that sigild's RSS is checked (${SIGIL_SOAK_DURATION:-20s})"
+go test -count=1 -timeout 20m -run 'TestSoak$' ./cmd/sigild
+
 say "fuzzing each target for ${SIGIL_FUZZTIME:-10s}"
 ./deploy/dev/fuzz.sh
