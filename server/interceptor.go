@@ -46,8 +46,11 @@ func withRequestID(h http.Handler) http.Handler {
 func errorInterceptor(timeout time.Duration) connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			ctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
+			if d, ok := ctx.Deadline(); !ok || time.Until(d) > timeout {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
 			res, err := next(ctx, req)
 			if err == nil {
 				return res, nil

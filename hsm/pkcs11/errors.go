@@ -25,12 +25,18 @@ var (
 
 // isRV reports whether err is, or wraps, the Cryptoki return value rv.
 func isRV(err error, rv uint) bool {
+	if err == nil {
+		return false // without the allocation errors.As makes
+	}
 	var e p11.Error
 	return errors.As(err, &e) && uint(e) == rv
 }
 
 // rvIn reports whether err is, or wraps, one of the Cryptoki return values.
 func rvIn(err error, rvs ...uint) bool {
+	if err == nil {
+		return false
+	}
 	var e p11.Error
 	return errors.As(err, &e) && slices.Contains(rvs, uint(e))
 }
