@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/sigil-kms/sigil/kms"
+	"github.com/sigil-kms/sigil/metrics"
 )
 
 // JWKSMaxAge is how long verifiers may cache a JWKS response. A signing
@@ -31,17 +32,29 @@ var httpStatus = map[connect.Code]int{
 
 // jwks serves the JSON Web Key Set of every signing key (name "") or of the
 // key named by the {name} path value, with an ETag and Cache-Control, and
-// answers 304 to a matching If-None-Match.
-func jwks(svc *kms.Service, log *slog.Logger, perKey bool) http.HandlerFunc {
+// answers 304 to a matching If-None-Match. Each request gets a log line
+// and is counted as the RPC "JWKS".
+func jwks(svc *kms.Service, log *slog.Logger, m *metrics.Metrics, perKey bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		id := RequestID(r.Context())
 		name := ""
 		if perKey {
 			name = r.PathValue("name")
 		}
+		code := "ok"
+		defer func() {
+			d := time.Since(start)
+			if m != nil {
+				m.Request("JWKS", code, d)
+			}
+			log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("request_id", id),
+				slog.String("rpc", "JWKS"), slog.String("key", name), slog.String("code", code),
+				slog.Float64("duration_ms", float64(d.Microseconds())/1000))
+		}()
 		set, err := svc.JWKS(r.Context(), name)
 		if err != nil {
-			writeHTTPError(w, r, log, id, err)
+			code = writeHTTPError(w, r, log, id, err)
 			return
 		}
 		w.Header().Set("ETag", set.ETag)
@@ -67,8 +80,9 @@ func etagMatch(header, etag string) bool {
 }
 
 // writeHTTPError writes a core error as Connect-style JSON with the status
-// the Connect protocol uses, and logs the cause under the request id.
-func writeHTTPError(w http.ResponseWriter, r *http.Request, log *slog.Logger, id string, err error) {
+// the Connect protocol uses, logs the cause under the request id and
+// returns the Connect code's name.
+func writeHTTPError(w http.ResponseWriter, r *http.Request, log *slog.Logger, id string, err error) string {
 	cerr, serverFault := toConnectError(err)
 	level := slog.LevelInfo
 	if serverFault {
@@ -85,4 +99,5 @@ func writeHTTPError(w http.ResponseWriter, r *http.Request, log *slog.Logger, id
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"code": cerr.Code().String(), "message": cerr.Message()})
+	return cerr.Code().String()
 }

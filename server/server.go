@@ -135,7 +135,7 @@ func New(svc *kms.Service, opts Options) http.Handler {
 	}
 	mux.HandleFunc("GET /healthz", healthz)
 	mux.Handle("GET /readyz", readyz(svc.Ready, opts.ReadyTimeout, log))
-	mux.Handle("GET /.well-known/jwks.json", jwks(svc, log, false))
-	mux.Handle("GET /v1/keys/{name}/jwks.json", jwks(svc, log, true))
+	mux.Handle("GET /.well-known/jwks.json", jwks(svc, log, opts.Metrics, false))
+	mux.Handle("GET /v1/keys/{name}/jwks.json", jwks(svc, log, opts.Metrics, true))
 	return withRequestID(mux)
 }

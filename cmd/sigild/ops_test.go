@@ -143,6 +143,15 @@ func TestMetricsAndRequestLog(t *testing.T) {
 		t.Fatal("GetKey of a missing key succeeded")
 	}
 
+	res, err := http.Get(p.url + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /.well-known/jwks.json: %s", res.Status)
+	}
+
 	methods := sigilv1.File_sigil_v1_service_proto.Services().ByName("KeyManagementService").Methods()
 	for i := range methods.Len() {
 		if name := string(methods.Get(i).Name()); !called[name] {
@@ -171,6 +180,9 @@ func TestMetricsAndRequestLog(t *testing.T) {
 		if got := sum(fams, "sigil_request_duration_seconds", map[string]string{"rpc": rpc}); got < want {
 			t.Errorf("sigil_request_duration_seconds{rpc=%q} has %v samples, want %v", rpc, got, want)
 		}
+	}
+	if got := sum(fams, "sigil_requests_total", map[string]string{"rpc": "JWKS", "code": "ok"}); got != 1 {
+		t.Errorf("sigil_requests_total{rpc=JWKS,code=ok} = %v, want 1", got)
 	}
 	if got := sum(fams, "sigil_requests_total", map[string]string{"rpc": "GetKey", "code": "not_found"}); got != 1 {
 		t.Errorf("sigil_requests_total{rpc=GetKey,code=not_found} = %v, want 1", got)
