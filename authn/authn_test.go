@@ -133,7 +133,7 @@ func TestAuthenticate(t *testing.T) {
 	a, err := New(ctx, Config{
 		ClientCAs: pool,
 		Tokens:    map[string]string{"billing": hex.EncodeToString(sum[:])},
-		Issuers:   []Issuer{{Issuer: "https://k8s.example", Audience: "sigil", JWKSFile: ik.file}},
+		Issuers:   []Issuer{{Issuer: "https://k8s.example", Audience: "sigil", JWKSFile: ik.file, Leeway: DefaultLeeway}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -23,7 +23,8 @@ type Issuer struct {
 	// JWKSFile or JWKSURL gives the issuer's public keys; exactly one.
 	JWKSFile string
 	JWKSURL  string
-	// Leeway is the clock skew allowed for exp, nbf and iat (default 30s).
+	// Leeway is the clock skew allowed for exp, nbf and iat; zero allows
+	// none. DefaultLeeway is the usual choice.
 	Leeway time.Duration
 	// HTTPClient fetches JWKSURL; nil means a 10-second-timeout client.
 	HTTPClient *http.Client
@@ -43,6 +44,10 @@ var asymmetric = map[string]bool{
 	"ES256": true, "ES384": true, "ES512": true, "EdDSA": true,
 }
 
+// DefaultLeeway is the clock skew sigild allows an issuer's tokens unless
+// its configuration says otherwise.
+const DefaultLeeway = 30 * time.Second
+
 func newIssuer(ctx context.Context, cfg Issuer) (*issuer, error) {
 	if cfg.Issuer == "" || cfg.Audience == "" {
 		return nil, fmt.Errorf("authn: an issuer needs its iss and audience")
@@ -50,8 +55,8 @@ func newIssuer(ctx context.Context, cfg Issuer) (*issuer, error) {
 	if (cfg.JWKSFile == "") == (cfg.JWKSURL == "") {
 		return nil, fmt.Errorf("authn: issuer %q needs exactly one of a JWKS file and a JWKS URL", cfg.Issuer)
 	}
-	if cfg.Leeway == 0 {
-		cfg.Leeway = 30 * time.Second
+	if cfg.Leeway < 0 {
+		return nil, fmt.Errorf("authn: issuer %q: negative leeway", cfg.Issuer)
 	}
 	is := &issuer{cfg: cfg}
 	if cfg.JWKSFile != "" {

@@ -70,7 +70,7 @@ func newFuzzAuth(tb testing.TB) fuzzAuth {
 	sum := sha256.Sum256([]byte(fa.secret))
 	fa.a, err = New(context.Background(), Config{
 		Tokens:  map[string]string{"billing": hex.EncodeToString(sum[:])},
-		Issuers: []Issuer{{Issuer: fuzzIssuer, Audience: fuzzAudience, JWKSFile: file}},
+		Issuers: []Issuer{{Issuer: fuzzIssuer, Audience: fuzzAudience, JWKSFile: file, Leeway: DefaultLeeway}},
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -215,7 +215,7 @@ func (fa fuzzAuth) checkJWT(t *testing.T, token string, id Identity) {
 	for _, a := range auds {
 		audOK = audOK || a == fuzzAudience
 	}
-	leeway := 30 * time.Second
+	leeway := DefaultLeeway
 	if claims.Iss != fuzzIssuer || !audOK || claims.Exp == nil || *claims.Exp < float64(time.Now().Add(-leeway-time.Second).Unix()) || claims.Sub == "" {
 		t.Fatalf("accepted claims %s", pb)
 	}

@@ -106,9 +106,10 @@ func checkSettings(purpose keystore.Purpose, rotation, destroy, lead time.Durati
 
 // makeVersion generates the HSM object of a pending version and commits it:
 // as the key's primary when stageUntil is zero, else staged to become
-// primary at stageUntil. If the HSM object cannot be made,
-// the pending row is removed again, so no row ever points at a missing
-// object; if the commit fails, the version stays pending and Reconcile
+// primary at stageUntil. If the HSM object cannot be made, whatever the
+// module may have left under its ID is destroyed (if the HSM answers) and
+// the pending row is removed again, so no row points at a missing object;
+// if the commit fails, the version stays pending and Reconcile
 // removes it and its object later.
 func (s *Service) makeVersion(ctx context.Context, k keystore.Key, v keystore.Version, stageUntil time.Time) (keystore.Key, keystore.Version, error) {
 	s.failpoint("version:pending")
@@ -121,8 +122,13 @@ func (s *Service) makeVersion(ctx context.Context, k keystore.Key, v keystore.Ve
 	if err != nil {
 		cleanupCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
 		defer cancel()
-		if pub != nil {
-			err = errors.Join(err, s.hsm.Destroy(cleanupCtx, v.HSMID))
+		// A failed GenerateKey may still have made the object (the
+		// module failed after creating it): destroy it by its ID
+		// whatever the error. If the HSM cannot even do that, the row
+		// goes all the same, so that the name is free again; an object
+		// may then be left without a row.
+		if derr := s.hsm.Destroy(cleanupCtx, v.HSMID); derr != nil && !errors.Is(derr, hsm.ErrNotFound) {
+			err = errors.Join(err, derr)
 		}
 		if aerr := s.store.AbortVersion(cleanupCtx, k.ID, v.Version); aerr != nil {
 			err = errors.Join(err, aerr)

@@ -105,6 +105,37 @@ func TestCreateKeyHSMFailureLeavesNothing(t *testing.T) {
 	f.createKey(t, "k")
 }
 
+// madeThenFailed is a backend whose GenerateKey makes the key and then
+// reports a failure, as a module that fails after creating the object
+// does; it remembers the ID.
+type madeThenFailed struct {
+	hsm.Backend
+	id []byte
+}
+
+func (m *madeThenFailed) GenerateKey(ctx context.Context, spec hsm.KeySpec) (crypto.PublicKey, error) {
+	m.id = spec.ID
+	if _, err := m.Backend.GenerateKey(ctx, spec); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: CKR_DEVICE_ERROR after the object was made", hsm.ErrUnavailable)
+}
+
+// TestCreateKeyHSMFailureDestroysObject checks that an object the HSM made
+// before failing is destroyed, not left without a row.
+func TestCreateKeyHSMFailureDestroysObject(t *testing.T) {
+	ctx := context.Background()
+	mem := hsmtest.NewMemory()
+	b := &madeThenFailed{Backend: mem}
+	svc := New(b, keystoretest.NewMemory())
+	if _, err := svc.CreateKey(ctx, CreateKeyRequest{Name: "k", Algorithm: keystore.AES256GCM}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("CreateKey = %v, want ErrUnavailable", err)
+	}
+	if ok, err := mem.Exists(ctx, b.id); err != nil || ok {
+		t.Fatalf("the object made before the failure: Exists = %v, %v; want it destroyed", ok, err)
+	}
+}
+
 func TestEncryptDecrypt(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)

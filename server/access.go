@@ -75,15 +75,10 @@ func (a *access) withIdentity(auth Authenticator, h http.Handler) http.Handler {
 	})
 }
 
-// logRefused logs and counts a request that connect-go refused before the
-// interceptor ran.
+// logRefused logs and counts a request that connect-go, or the in-flight
+// limit, refused before the interceptor ran.
 func (a *access) logRefused(ctx context.Context, rec audit.Record, d time.Duration) {
-	if a.metrics != nil {
-		a.metrics.Request(rec.RPC, rec.Outcome, d)
-	}
-	a.log.LogAttrs(ctx, slog.LevelInfo, "request", slog.String("request_id", rec.RequestID),
-		slog.String("identity", rec.Identity), slog.String("rpc", rec.RPC), slog.String("code", rec.Outcome),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000), slog.String("cause", "refused before the handler"))
+	logRequest(ctx, a.log, a.metrics, slog.LevelInfo, rec, rec.Outcome, d, "refused before the handler")
 }
 
 // statusWriter remembers the HTTP status of a response.
@@ -185,12 +180,17 @@ func (a *access) interceptor() connect.UnaryInterceptorFunc {
 				rec.Details["destination"] = dest
 			}
 
+			// One policy for the whole request, even if a reload lands
+			// during it.
+			var p *policy.Policy
+			if a.policy != nil {
+				p = a.policy()
+			}
 			err = authErr
 			if err == nil {
-				err = a.authorize(identity, rpc, msg)
+				err = a.authorize(p, identity, rpc, msg)
 			}
-			if err == nil && a.policy != nil {
-				p := a.policy()
+			if err == nil && p != nil && rpc == "ListKeys" {
 				ctx = context.WithValue(ctx, visibleKey{}, func(name string) bool { return p.Allow(identity, "GetKey", name) })
 			}
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
@@ -228,38 +228,22 @@ func (a *access) interceptor() connect.UnaryInterceptorFunc {
 	}
 }
 
-// logRequest writes the request's one log line and its metrics: who called
-// which RPC on which key and version, the code, the duration and, for a
-// failure, its cause. Nothing the caller sent other than the key name is
-// logged. A failure that is the server's fault logs at level error.
+// logRequest logs and counts an RPC the interceptor served; a failure
+// that is the server's fault logs at level error.
 func (a *access) logRequest(ctx context.Context, rec audit.Record, d time.Duration, err, cause error) {
 	code, level := "ok", slog.LevelInfo
 	if err != nil {
 		cerr, serverFault := toConnectError(err)
 		code = cerr.Code().String()
-		if serverFault || errors.Is(err, errAuditDown) {
+		if serverFault {
 			level = slog.LevelError
 		}
 	}
-	if a.metrics != nil {
-		a.metrics.Request(rec.RPC, code, d)
-	}
-	if !a.log.Enabled(ctx, level) {
-		return
-	}
-	attrs := []slog.Attr{
-		slog.String("request_id", rec.RequestID),
-		slog.String("identity", rec.Identity),
-		slog.String("rpc", rec.RPC),
-		slog.String("key", rec.Key),
-		slog.Uint64("version", uint64(rec.KeyVersion)),
-		slog.String("code", code),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-	}
+	why := ""
 	if cause != nil {
-		attrs = append(attrs, slog.String("cause", cause.Error()))
+		why = cause.Error()
 	}
-	a.log.LogAttrs(ctx, level, "request", attrs...)
+	logRequest(ctx, a.log, a.metrics, level, rec, code, d, why)
 }
 
 // identity returns the caller's identity name, or Unauthenticated.
@@ -285,11 +269,10 @@ func (a *access) identity(ctx context.Context) (string, error) {
 
 // authorize checks the RPC against the policy; ReEncrypt needs the right on
 // both keys, and SignJWT's claims must fit the identity's claim policy.
-func (a *access) authorize(identity, rpc string, msg any) error {
-	if a.policy == nil {
+func (a *access) authorize(p *policy.Policy, identity, rpc string, msg any) error {
+	if p == nil {
 		return nil
 	}
-	p := a.policy()
 	if !p.Allow(identity, rpc, nameOf(msg)) {
 		return errDenied
 	}

@@ -153,11 +153,13 @@ func FuzzHandler(f *testing.F) {
 		if proto.Unmarshal(b, req) != nil {
 			return
 		}
-		if err := acc.authorize("token:a", r.name, req); err != nil {
+		if err := acc.authorize(pol, "token:a", r.name, req); err != nil {
 			var cerr *connect.Error
 			if !errors.As(err, &cerr) || cerr.Code() != connect.CodePermissionDenied {
 				t.Fatalf("authorize(%s %v) = %v; want nil or PermissionDenied", r.name, req, err)
 			}
+		} else if !pol.Allow("token:a", r.name, nameOf(req)) {
+			t.Fatalf("authorize(%s %v) allowed what the policy does not", r.name, req)
 		}
 		h := newFuzzHandler(t, fuzzBackend{Memory: hsmtest.NewMemory(), standIn: standIn.Public()})
 		res, err := r.call(context.Background(), h, req)

@@ -29,9 +29,10 @@ var codes = []struct {
 // (so it is logged as an error) rather than the caller's.
 func toConnectError(err error) (cerr *connect.Error, serverFault bool) {
 	if errors.As(err, &cerr) {
-		// Already a Connect error, made by connect-go itself (a message
-		// too large, a body that does not parse).
-		return cerr, false
+		// Already a Connect error: made by connect-go itself (a message
+		// too large, a body that does not parse), the caller's fault, or
+		// by the server (the audit log down), its own.
+		return cerr, cerr.Code() == connect.CodeUnavailable || cerr.Code() == connect.CodeInternal
 	}
 	var kerr *kms.Error
 	if errors.As(err, &kerr) {

@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/sigil-kms/sigil/audit"
 	"github.com/sigil-kms/sigil/kms"
 	"github.com/sigil-kms/sigil/metrics"
 )
@@ -44,13 +45,8 @@ func jwks(svc *kms.Service, log *slog.Logger, m *metrics.Metrics, perKey bool) h
 		}
 		code := "ok"
 		defer func() {
-			d := time.Since(start)
-			if m != nil {
-				m.Request("JWKS", code, d)
-			}
-			log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("request_id", id),
-				slog.String("rpc", "JWKS"), slog.String("key", name), slog.String("code", code),
-				slog.Float64("duration_ms", float64(d.Microseconds())/1000))
+			rec := audit.Record{RequestID: id, RPC: "JWKS", Key: name}
+			logRequest(r.Context(), log, m, slog.LevelInfo, rec, code, time.Since(start), "")
 		}()
 		set, err := svc.JWKS(r.Context(), name)
 		if err != nil {

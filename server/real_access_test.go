@@ -127,7 +127,7 @@ func startRealAccess(t *testing.T) realAccess {
 	if err := os.WriteFile(jwksFile, jwks, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a, err := authn.New(ctx, authn.Config{ClientCAs: pool, Issuers: []authn.Issuer{{Issuer: "https://issuer.test", Audience: "sigil", JWKSFile: jwksFile}}})
+	a, err := authn.New(ctx, authn.Config{ClientCAs: pool, Issuers: []authn.Issuer{{Issuer: "https://issuer.test", Audience: "sigil", JWKSFile: jwksFile, Leeway: authn.DefaultLeeway}}})
 	if err != nil {
 		t.Fatal(err)
 	}

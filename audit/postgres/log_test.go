@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -278,8 +279,8 @@ func TestOpenConcurrently(t *testing.T) {
 
 func TestVerifyEmptyAndMissing(t *testing.T) {
 	url := postgrestest.NewDatabase(t)
-	if _, _, err := postgres.VerifyDatabase(testContext(t), url); err == nil {
-		t.Error("VerifyDatabase without an audit_log table succeeded")
+	if _, _, err := postgres.VerifyDatabase(testContext(t), url); !errors.Is(err, postgres.ErrNoAuditLog) {
+		t.Errorf("VerifyDatabase without an audit_log table = %v, want ErrNoAuditLog", err)
 	}
 	l := openLog(t, url, postgres.Options{})
 	mustVerify(t, l, url, 0)

@@ -8,6 +8,7 @@ import (
 	"math"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/sigil-kms/sigil/audit"
@@ -71,7 +72,7 @@ func (l *Log) maskError(err error) error {
 	if errors.As(err, &be) {
 		return err // built from row contents, never from the URL
 	}
-	for _, s := range []error{audit.ErrUnavailable, context.Canceled, context.DeadlineExceeded} {
+	for _, s := range []error{ErrNoAuditLog, audit.ErrUnavailable, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, s) {
 			return fmt.Errorf("%s: %w", l.mask(err.Error()), s)
 		}
@@ -79,11 +80,28 @@ func (l *Log) maskError(err error) error {
 	return errors.New(l.mask(err.Error()))
 }
 
+// ErrNoAuditLog means the database has no audit_log table: it is not
+// sigild's database, or sigild never ran on it.
+var ErrNoAuditLog = errors.New("audit: the database has no audit_log table")
+
+// undefinedTable is the SQLSTATE of a query naming a missing table.
+const undefinedTable = "42P01"
+
+// readError wraps an error from reading the log, as ErrNoAuditLog if the
+// table is missing.
+func readError(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == undefinedTable {
+		return fmt.Errorf("%w: %w", ErrNoAuditLog, err)
+	}
+	return fmt.Errorf("audit: verify: %w", err)
+}
+
 // verify streams the log from q and checks it.
 func verify(ctx context.Context, q querier) (checked, firstBad int64, err error) {
 	rows, err := q.Query(ctx, selectSQL)
 	if err != nil {
-		return 0, 0, fmt.Errorf("audit: verify: %w", err)
+		return 0, 0, readError(err)
 	}
 	defer rows.Close()
 	v := audit.NewVerifier()
@@ -102,7 +120,7 @@ func verify(ctx context.Context, q querier) (checked, firstBad int64, err error)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return v.Checked(), 0, fmt.Errorf("audit: verify: %w", err)
+		return v.Checked(), 0, readError(err)
 	}
 	return v.Checked(), 0, nil
 }

@@ -50,8 +50,7 @@ func auditVerify(ctx context.Context, c *cli, args []string) error {
 		fmt.Fprintf(c.stdout, "audit log broken at record %d: %s\n", broken.Seq, redact(broken.Reason, password))
 		fmt.Fprintf(c.stdout, "%d records before it are intact\n", checked)
 		return errAuditBroken
-	case err != nil && strings.Contains(err.Error(), "SQLSTATE 42P01"):
-		// undefined_table; the library's error does not keep the *PgError.
+	case errors.Is(err, auditpg.ErrNoAuditLog):
 		return errors.New("audit verify: the database has no audit_log table: is it sigild's database, and has sigild run on it?")
 	case err != nil:
 		return fmt.Errorf("audit verify: cannot read the audit log: %s", redact(err.Error(), password))

@@ -242,6 +242,7 @@ func parseAuthConfig(b []byte) (*authFile, error) {
 				errs = append(errs, fmt.Errorf("%s.jwks_url: %w", at, err))
 			}
 		}
+		is.leeway = authn.DefaultLeeway
 		if is.Leeway != "" {
 			d, err := time.ParseDuration(is.Leeway)
 			switch {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sigil-kms/sigil/authn"
 	"github.com/sigil-kms/sigil/server"
 )
 
@@ -207,6 +208,11 @@ func TestAuthConfig(t *testing.T) {
 	af, err := parseAuthConfig([]byte("tokens: {a: " + hash + "}\nissuers:\n  - {issuer: https://i, audience: a, jwks_url: http://127.0.0.1:9/jwks, leeway: 10s}\n"))
 	if err != nil || len(af.Tokens) != 1 || af.issuers()[0].Leeway != 10*time.Second {
 		t.Fatalf("a good config: %+v, %v", af, err)
+	}
+	// Leeway: 0s means none; an issuer without the key gets the default.
+	af, err = parseAuthConfig([]byte("issuers:\n  - {issuer: https://i, audience: a, jwks_file: f, leeway: 0s}\n  - {issuer: https://j, audience: a, jwks_file: f}\n"))
+	if err != nil || af.issuers()[0].Leeway != 0 || af.issuers()[1].Leeway != authn.DefaultLeeway {
+		t.Fatalf("leeway 0s and no leeway: %+v, %v", af.issuers(), err)
 	}
 	// The error from a file names the file.
 	bad := filepath.Join(t.TempDir(), "auth.yaml")
