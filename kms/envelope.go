@@ -68,9 +68,11 @@ func (s *Service) ReEncrypt(ctx context.Context, name string, ciphertext, aad []
 	if err != nil {
 		return ReEncrypted{}, err
 	}
-	dst, err := s.cryptoKey(ctx, destination)
-	if err != nil {
-		return ReEncrypted{}, err
+	dst := src
+	if destination != name {
+		if dst, err = s.cryptoKey(ctx, destination); err != nil {
+			return ReEncrypted{}, err
+		}
 	}
 	pt, from, err := s.decrypt(ctx, src, ciphertext, aad)
 	if err != nil {

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -147,18 +148,9 @@ func (s *Store) PromoteDue(ctx context.Context, now time.Time) ([]keystore.Key, 
 	if err := tx.Commit(ctx); err != nil {
 		return nil, translate(ctx, op, err)
 	}
-	slices.SortFunc(keys, func(a, b keystore.Key) int { return compareIDs(a.ID, b.ID) })
+	// Bytewise, as Postgres orders uuids.
+	slices.SortFunc(keys, func(a, b keystore.Key) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	return keys, nil
-}
-
-// compareIDs orders key IDs bytewise, as Postgres orders uuids.
-func compareIDs(a, b [16]byte) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return int(a[i]) - int(b[i])
-		}
-	}
-	return 0
 }
 
 // SetVersionState changes a version's state, and its destroy time, if t
